@@ -528,15 +528,15 @@ class SQLiteBackend:
 
     # -- watch -------------------------------------------------------------
     def watch(self, prefix: str, *, start_revision: int) -> LogWatcher:
-        """start_revision 0 means "from now" (no replay). Raises Compacted at once
-        when history after ``start_revision`` is gone."""
+        """Events with revision > ``start_revision`` (history first, then live).
+        Raises Compacted at once when that history is gone. There is no "from
+        now" shortcut: pass the revision of the list the client holds, so no
+        write between the list and the watch can be missed."""
         if self._closed:
             raise StorageError("storage is closed")
         if start_revision < 0:
             raise ValueError("start_revision must be >= 0")
-        if start_revision == 0:
-            start_revision = self._hub.revision
-        elif start_revision < self._compact_rev:
+        if start_revision < self._compact_rev:
             raise Compacted(start_revision, self._compact_rev)
         return self._hub.watcher(prefix, start_revision=start_revision, replay=self._replay)
 
