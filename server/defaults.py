@@ -1,0 +1,207 @@
+"""Per-kind defaulting, as the upstream API server applies it on every write.
+
+Kept apart from registry.py so the object layer reads as semantics, and this
+file as the list of "what upstream fills in" (which ``kubectl describe`` and
+``get -o yaml`` users expect to see).
+"""
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+from typing import TYPE_CHECKING, Any
+
+from . import status
+from .resources import Resource
+from .status import Cause
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+Obj = dict[str, Any]
+
+
+def _container(c: Any) -> None:
+    if not isinstance(c, dict):
+        return
+    image = str(c.get("image", ""))
+    if "imagePullPolicy" not in c:
+        tag = image.rsplit("/", 1)[-1]
+        c["imagePullPolicy"] = "Always" if (":" not in tag or tag.endswith(":latest")) and "@" not in image else "IfNotPresent"
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    c.setdefault("resources", {})
+    for port in c.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+
+
+def _pod(obj: Obj, old: Obj | None) -> None:
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("serviceAccountName", spec.get("serviceAccount", "default"))
+    spec.setdefault("serviceAccount", spec["serviceAccountName"])
+    spec.setdefault("priority", 0)
+    spec.setdefault("tolerations", [
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+    ])
+    for key in ("containers", "initContainers"):
+        for c in spec.get(key) or []:
+            _container(c)
+    if old is None:
+        st = obj.setdefault("status", {})
+        if isinstance(st, dict):
+            st.setdefault("phase", "Pending")
+            st.setdefault("qosClass", _qos(spec))
+
+
+def _qos(spec: Obj) -> str:
+    containers = [c for c in (spec.get("containers") or []) if isinstance(c, dict)]
+    if not containers:
+        return "BestEffort"
+    any_set = False
+    guaranteed = True
+    for c in containers:
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        if req or lim:
+            any_set = True
+        for r in ("cpu", "memory"):
+            if r not in lim or (r in req and req[r] != lim[r]):
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def _namespace(obj: Obj, old: Obj | None) -> None:
+    name = obj["metadata"].get("name", "")
+    labels = obj["metadata"].setdefault("labels", {})
+    if isinstance(labels, dict) and name:
+        labels["kubernetes.io/metadata.name"] = name
+    spec = obj.setdefault("spec", {})
+    if isinstance(spec, dict):
+        spec.setdefault("finalizers", ["kubernetes"])
+    st = obj.setdefault("status", {})
+    if isinstance(st, dict) and not obj["metadata"].get("deletionTimestamp"):
+        st["phase"] = "Active"
+
+
+def _secret(obj: Obj) -> None:
+    obj.setdefault("type", "Opaque")
+    string_data = obj.pop("stringData", None)
+    if isinstance(string_data, dict):
+        data = obj.setdefault("data", {}) or {}
+        obj["data"] = data
+        for k, v in string_data.items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+
+
+def _networkpolicy(obj: Obj) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("podSelector", {})
+    if "policyTypes" not in spec or not spec["policyTypes"]:
+        types = ["Ingress"]
+        if spec.get("egress"):
+            types.append("Egress")
+        spec["policyTypes"] = types
+    for direction in ("ingress", "egress"):
+        for rule in spec.get(direction) or []:
+            if isinstance(rule, dict):
+                for port in rule.get("ports") or []:
+                    if isinstance(port, dict):
+                        port.setdefault("protocol", "TCP")
+
+
+async def _service(registry: "Registry", res: Resource, obj: Obj, old: Obj | None) -> None:
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            if "port" in port:
+                port.setdefault("targetPort", port["port"])
+    if spec["type"] == "ExternalName":
+        return
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+    old_spec = (old or {}).get("spec") or {}
+    if old_spec.get("clusterIP") and not spec.get("clusterIP"):
+        spec["clusterIP"] = old_spec["clusterIP"]  # clusterIP is immutable; an apply that omits it keeps it
+        spec["clusterIPs"] = old_spec.get("clusterIPs", [old_spec["clusterIP"]])
+    if not spec.get("clusterIP"):
+        spec["clusterIP"] = await _allocate_ip(registry, res, obj)
+    if spec["clusterIP"] != "None":
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+    if spec["type"] in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+        old_ports = {(p.get("port"), p.get("protocol")): p.get("nodePort") for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict) and not port.get("nodePort"):
+                port["nodePort"] = old_ports.get((port.get("port"), port.get("protocol"))) or await _allocate_node_port(registry, res, obj)
+    if spec["type"] == "LoadBalancer":
+        spec.setdefault("allocateLoadBalancerNodePorts", True)
+    obj.setdefault("status", {"loadBalancer": {}})
+
+
+async def _used_services(registry: "Registry", res: Resource) -> list[Obj]:
+    listed = await registry.store.list(res.prefix())
+    return [json.loads(kv.value) for kv in listed.items]
+
+
+async def _allocate_ip(registry: "Registry", res: Resource, obj: Obj) -> str:
+    """The lowest free address after .1 (which the kubernetes Service owns)."""
+    net = registry.service_net
+    if obj["metadata"].get("namespace") == "default" and obj["metadata"].get("name") == "kubernetes":
+        return str(net.network_address + 1)
+    async with registry._alloc_lock:
+        used = {(s.get("spec") or {}).get("clusterIP") for s in await _used_services(registry, res)}
+        for offset in range(10, net.num_addresses - 1):
+            ip = str(net.network_address + offset)
+            if ip not in used:
+                return ip
+    raise status.ApiError(500, f"no free cluster IP in {net}", "InternalError")
+
+
+async def _allocate_node_port(registry: "Registry", res: Resource, obj: Obj) -> int:
+    low, high = registry.node_port_range
+    used = {p.get("nodePort") for s in await _used_services(registry, res) for p in ((s.get("spec") or {}).get("ports") or [])}
+    used |= {p.get("nodePort") for p in (obj.get("spec", {}).get("ports") or []) if isinstance(p, dict)}
+    for port in range(low, high + 1):
+        if port not in used:
+            return port
+    raise status.ApiError(500, "no free node port", "InternalError")
+
+
+async def apply_defaults(registry: "Registry", res: Resource, obj: Obj, old: Obj | None) -> None:
+    kind = res.plural
+    if kind == "pods":
+        _pod(obj, old)
+    elif kind == "namespaces":
+        _namespace(obj, old)
+    elif kind == "secrets":
+        _secret(obj)
+    elif kind == "services":
+        await _service(registry, res, obj, old)
+    elif kind == "networkpolicies":
+        _networkpolicy(obj)
+    elif kind == "nodes" and old is None:
+        obj.setdefault("spec", {})
+        obj.setdefault("status", {})
+
+
+__all__ = ["apply_defaults", "Cause", "ipaddress"]

@@ -1,0 +1,595 @@
+"""Object validation with upstream's field paths and messages.
+
+``validate(res, obj, old)`` returns a list of causes; an empty list means valid.
+The registry turns causes into one 422 Invalid Status and stores nothing.
+NetworkPolicy is validated in full (the netpol agent trusts what we store).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .resources import Resource
+from .selectors import label_key_error, label_value_error
+from .status import Cause
+
+Obj = dict[str, Any]
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start "
+              "and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
+              "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+_SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and "
+                  "must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+                  "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+PROTOCOLS = ("SCTP", "TCP", "UDP")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def invalid(path: str, value: Any, detail: str) -> Cause:
+    return Cause(path, f"Invalid value: {_show(value)}: {detail}", "FieldValueInvalid")
+
+
+def required(path: str, detail: str = "") -> Cause:
+    return Cause(path, "Required value" + (f": {detail}" if detail else ""), "FieldValueRequired")
+
+
+def unsupported(path: str, value: Any, supported: tuple[str, ...]) -> Cause:
+    allowed = ", ".join(f'"{s}"' for s in supported)
+    return Cause(path, f"Unsupported value: {_show(value)}: supported values: {allowed}", "FieldValueNotSupported")
+
+
+def forbidden(path: str, detail: str) -> Cause:
+    return Cause(path, f"Forbidden: {detail}", "FieldValueForbidden")
+
+
+def duplicate(path: str, value: Any) -> Cause:
+    return Cause(path, f"Duplicate value: {_show(value)}", "FieldValueDuplicate")
+
+
+def too_long(path: str, value: Any, limit: int) -> Cause:
+    return Cause(path, f"Too long: may not be more than {limit} bytes", "FieldValueTooLong")
+
+
+def _type_error(path: str, value: Any, want: str) -> Cause:
+    return invalid(path, value, f"must be {want}")
+
+
+# --- names and metadata -----------------------------------------------------
+
+
+def dns1123_label(path: str, value: str) -> list[Cause]:
+    if len(value) > 63:
+        return [invalid(path, value, "must be no more than 63 characters")]
+    if not _DNS1123_LABEL.match(value):
+        return [invalid(path, value, _LABEL_MSG)]
+    return []
+
+
+def dns1123_subdomain(path: str, value: str) -> list[Cause]:
+    if len(value) > 253:
+        return [invalid(path, value, "must be no more than 253 characters")]
+    if not _DNS1123_SUBDOMAIN.match(value):
+        return [invalid(path, value, _SUBDOMAIN_MSG)]
+    return []
+
+
+# Kinds whose names must be DNS labels (they become DNS names or hostnames).
+_LABEL_NAMED = ("namespaces", "services")
+
+
+def validate_labels(path: str, labels: Any) -> list[Cause]:
+    if labels is None:
+        return []
+    if not isinstance(labels, dict):
+        return [_type_error(path, labels, "a map of string keys to string values")]
+    out: list[Cause] = []
+    for key, value in labels.items():
+        err = label_key_error(str(key))
+        if err:
+            out.append(invalid(path, key, err))
+        if not isinstance(value, str):
+            out.append(invalid(f"{path}", value, "label values must be strings"))
+            continue
+        err = label_value_error(value)
+        if err:
+            out.append(invalid(path, value, err))
+    return out
+
+
+def validate_annotations(path: str, annotations: Any) -> list[Cause]:
+    if annotations is None:
+        return []
+    if not isinstance(annotations, dict):
+        return [_type_error(path, annotations, "a map of string keys to string values")]
+    out: list[Cause] = []
+    total = 0
+    for key, value in annotations.items():
+        err = label_key_error(str(key))
+        if err:
+            out.append(invalid(path, key, err))
+        if not isinstance(value, str):
+            out.append(invalid(f"{path}", value, "annotation values must be strings"))
+            continue
+        total += len(key) + len(value)
+    if total > 256 * 1024:
+        out.append(too_long(path, "", 256 * 1024))
+    return out
+
+
+def validate_metadata(res: Resource, meta: Any) -> list[Cause]:
+    if not isinstance(meta, dict):
+        return [_type_error("metadata", meta, "an object")]
+    out: list[Cause] = []
+    name = meta.get("name")
+    if not name:
+        out.append(required("metadata.name", "name or generateName is required"))
+    elif not isinstance(name, str):
+        out.append(_type_error("metadata.name", name, "a string"))
+    elif res.plural in _LABEL_NAMED:
+        out += dns1123_label("metadata.name", name)
+    elif res.plural == "events":
+        out += [] if len(name) <= 253 and "/" not in name else [invalid("metadata.name", name, "may not contain '/'")]
+    else:
+        out += dns1123_subdomain("metadata.name", name)
+    ns = meta.get("namespace")
+    if res.namespaced and isinstance(ns, str):
+        out += dns1123_label("metadata.namespace", ns)
+    out += validate_labels("metadata.labels", meta.get("labels"))
+    out += validate_annotations("metadata.annotations", meta.get("annotations"))
+    fin = meta.get("finalizers")
+    if fin is not None and (not isinstance(fin, list) or not all(isinstance(f, str) for f in fin)):
+        out.append(_type_error("metadata.finalizers", fin, "a list of strings"))
+    return out
+
+
+def validate_label_selector(path: str, sel: Any) -> list[Cause]:
+    """A metav1.LabelSelector: matchLabels syntax and matchExpressions operators."""
+    if sel is None:
+        return []
+    if not isinstance(sel, dict):
+        return [_type_error(path, sel, "an object")]
+    out = validate_labels(f"{path}.matchLabels", sel.get("matchLabels"))
+    exprs = sel.get("matchExpressions") or []
+    if not isinstance(exprs, list):
+        return out + [_type_error(f"{path}.matchExpressions", exprs, "a list")]
+    for i, expr in enumerate(exprs):
+        p = f"{path}.matchExpressions[{i}]"
+        if not isinstance(expr, dict):
+            out.append(_type_error(p, expr, "an object"))
+            continue
+        key = expr.get("key")
+        if not key:
+            out.append(required(f"{p}.key"))
+        else:
+            err = label_key_error(str(key))
+            if err:
+                out.append(invalid(f"{p}.key", key, err))
+        op = expr.get("operator")
+        values = expr.get("values") or []
+        if op in ("In", "NotIn"):
+            if not values:
+                out.append(required(f"{p}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
+        elif op in ("Exists", "DoesNotExist"):
+            if values:
+                out.append(forbidden(f"{p}.values", "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"))
+        else:
+            out.append(invalid(f"{p}.operator", op, "not a valid selector operator"))
+        for j, value in enumerate(values if isinstance(values, list) else []):
+            err = label_value_error(str(value))
+            if err:
+                out.append(invalid(f"{p}.values[{j}]", value, err))
+    return out
+
+
+# --- ports and CIDRs ---------------------------------------------------------
+
+
+def port_number(path: str, value: Any) -> list[Cause]:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        return [invalid(path, value, "must be between 1 and 65535, inclusive")]
+    return []
+
+
+def port_name(path: str, value: str) -> list[Cause]:
+    if len(value) > 15:
+        return [invalid(path, value, "must be no more than 15 characters")]
+    if not _IANA_SVC_NAME.match(value):
+        return [invalid(path, value, "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")]
+    if "--" in value:
+        return [invalid(path, value, "must not contain consecutive hyphens")]
+    if not re.search(r"[a-z]", value):
+        return [invalid(path, value, "must contain at least one letter (a-z)")]
+    return []
+
+
+def int_or_port_name(path: str, value: Any) -> list[Cause]:
+    if isinstance(value, str):
+        if value.isdigit():
+            return port_number(path, int(value))
+        return port_name(path, value)
+    return port_number(path, value)
+
+
+def protocol(path: str, value: Any) -> list[Cause]:
+    if value not in PROTOCOLS:
+        return [unsupported(path, value, PROTOCOLS)]
+    return []
+
+
+def parse_cidr(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    if not isinstance(value, str) or "/" not in value:
+        return None
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return None
+
+
+# --- NetworkPolicy -----------------------------------------------------------
+
+
+def _netpol_port(path: str, port: Any) -> list[Cause]:
+    if not isinstance(port, dict):
+        return [_type_error(path, port, "an object")]
+    out: list[Cause] = []
+    if "protocol" in port and port["protocol"] is not None:
+        out += protocol(f"{path}.protocol", port["protocol"])
+    value = port.get("port")
+    if value is not None:
+        out += int_or_port_name(f"{path}.port", value)
+    end = port.get("endPort")
+    if end is not None:
+        if value is None:
+            out.append(required(f"{path}.port", "must be specified when `endPort` is specified"))
+        elif isinstance(value, str) and not value.isdigit():
+            out.append(forbidden(f"{path}.endPort", "may not be specified when `port` is non-numeric"))
+        else:
+            out += port_number(f"{path}.endPort", end)
+            if isinstance(end, int) and not isinstance(end, bool) and int(value) > end:
+                out.append(invalid(f"{path}.endPort", end, "must be greater than or equal to `port`"))
+    return out
+
+
+def _ip_block(path: str, block: Any) -> list[Cause]:
+    if not isinstance(block, dict):
+        return [_type_error(path, block, "an object")]
+    cidr_text = block.get("cidr")
+    if not cidr_text:
+        return [required(f"{path}.cidr")]
+    cidr = parse_cidr(cidr_text)
+    if cidr is None:
+        return [invalid(f"{path}.cidr", cidr_text, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")]
+    out: list[Cause] = []
+    excepts = block.get("except") or []
+    if not isinstance(excepts, list):
+        return [_type_error(f"{path}.except", excepts, "a list of CIDRs")]
+    for i, text in enumerate(excepts):
+        p = f"{path}.except[{i}]"
+        sub = parse_cidr(text)
+        if sub is None:
+            out.append(invalid(p, text, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"))
+        elif sub.version != cidr.version or not sub.subnet_of(cidr) or sub.prefixlen <= cidr.prefixlen:  # type: ignore[arg-type]
+            out.append(invalid(p, text, "must be a strict subset of `cidr`"))
+    return out
+
+
+def _peer(path: str, peer: Any) -> list[Cause]:
+    if not isinstance(peer, dict):
+        return [_type_error(path, peer, "an object")]
+    present = [k for k in ("podSelector", "namespaceSelector", "ipBlock") if peer.get(k) is not None]
+    if not present:
+        return [required(path, "must specify a peer")]
+    out: list[Cause] = []
+    if "ipBlock" in present and len(present) > 1:
+        out.append(forbidden(path, "may not specify both ipBlock and another peer"))
+    out += validate_label_selector(f"{path}.podSelector", peer.get("podSelector"))
+    out += validate_label_selector(f"{path}.namespaceSelector", peer.get("namespaceSelector"))
+    if peer.get("ipBlock") is not None:
+        out += _ip_block(f"{path}.ipBlock", peer["ipBlock"])
+    return out
+
+
+def _rules(path: str, rules: Any, peers_key: str) -> list[Cause]:
+    if rules is None:
+        return []
+    if not isinstance(rules, list):
+        return [_type_error(path, rules, "a list")]
+    out: list[Cause] = []
+    for i, rule in enumerate(rules):
+        p = f"{path}[{i}]"
+        if not isinstance(rule, dict):
+            out.append(_type_error(p, rule, "an object"))
+            continue
+        ports = rule.get("ports") or []
+        if not isinstance(ports, list):
+            out.append(_type_error(f"{p}.ports", ports, "a list"))
+        else:
+            for j, port in enumerate(ports):
+                out += _netpol_port(f"{p}.ports[{j}]", port)
+        peers = rule.get(peers_key) or []
+        if not isinstance(peers, list):
+            out.append(_type_error(f"{p}.{peers_key}", peers, "a list"))
+        else:
+            for j, peer in enumerate(peers):
+                out += _peer(f"{p}.{peers_key}[{j}]", peer)
+    return out
+
+
+def validate_networkpolicy(obj: Obj, old: Obj | None) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [required("spec")] if spec is None else [_type_error("spec", spec, "an object")]
+    out = validate_label_selector("spec.podSelector", spec.get("podSelector"))
+    out += _rules("spec.ingress", spec.get("ingress"), "from")
+    out += _rules("spec.egress", spec.get("egress"), "to")
+    types = spec.get("policyTypes") or []
+    if not isinstance(types, list):
+        out.append(_type_error("spec.policyTypes", types, "a list"))
+    else:
+        if len(types) > 2:
+            out.append(invalid("spec.policyTypes", types, "may not specify more than two policyTypes"))
+        for i, t in enumerate(types):
+            if t not in ("Ingress", "Egress"):
+                out.append(unsupported(f"spec.policyTypes[{i}]", t, ("Egress", "Ingress")))
+    return out
+
+
+# --- Pod -----------------------------------------------------------------------
+
+_RESTART = ("Always", "Never", "OnFailure")
+_PULL = ("Always", "IfNotPresent", "Never")
+# What a pod update may change (upstream ValidatePodUpdate).
+_MUTABLE_SPEC = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates")
+
+
+def _containers(path: str, containers: Any, names: set[str], *, need_one: bool) -> list[Cause]:
+    if containers is None or containers == []:
+        return [required(path)] if need_one else []
+    if not isinstance(containers, list):
+        return [_type_error(path, containers, "a list")]
+    out: list[Cause] = []
+    for i, c in enumerate(containers):
+        p = f"{path}[{i}]"
+        if not isinstance(c, dict):
+            out.append(_type_error(p, c, "an object"))
+            continue
+        name = c.get("name")
+        if not name:
+            out.append(required(f"{p}.name"))
+        elif not isinstance(name, str):
+            out.append(_type_error(f"{p}.name", name, "a string"))
+        else:
+            out += dns1123_label(f"{p}.name", name)
+            if name in names:
+                out.append(duplicate(f"{p}.name", name))
+            names.add(name)
+        if not c.get("image"):
+            out.append(required(f"{p}.image"))
+        if "imagePullPolicy" in c and c["imagePullPolicy"] not in _PULL:
+            out.append(unsupported(f"{p}.imagePullPolicy", c["imagePullPolicy"], _PULL))
+        ports = c.get("ports") or []
+        if not isinstance(ports, list):
+            out.append(_type_error(f"{p}.ports", ports, "a list"))
+            continue
+        for j, port in enumerate(ports):
+            pp = f"{p}.ports[{j}]"
+            if not isinstance(port, dict):
+                out.append(_type_error(pp, port, "an object"))
+                continue
+            if "containerPort" not in port:
+                out.append(required(f"{pp}.containerPort"))
+            else:
+                out += port_number(f"{pp}.containerPort", port["containerPort"])
+            if "hostPort" in port and port["hostPort"]:
+                out += port_number(f"{pp}.hostPort", port["hostPort"])
+            if "protocol" in port:
+                out += protocol(f"{pp}.protocol", port["protocol"])
+            if port.get("name"):
+                out += port_name(f"{pp}.name", str(port["name"]))
+    return out
+
+
+def validate_pod(obj: Obj, old: Obj | None) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [required("spec")] if spec is None else [_type_error("spec", spec, "an object")]
+    names: set[str] = set()
+    out = _containers("spec.containers", spec.get("containers"), names, need_one=True)
+    out += _containers("spec.initContainers", spec.get("initContainers"), names, need_one=False)
+    if spec.get("restartPolicy") not in _RESTART:
+        out.append(unsupported("spec.restartPolicy", spec.get("restartPolicy"), _RESTART))
+    grace = spec.get("terminationGracePeriodSeconds")
+    if grace is not None and (not isinstance(grace, int) or grace < 0):
+        out.append(invalid("spec.terminationGracePeriodSeconds", grace, "must be greater than or equal to 0"))
+    if spec.get("nodeName"):
+        out += dns1123_subdomain("spec.nodeName", str(spec["nodeName"]))
+    if isinstance(spec.get("nodeSelector"), dict):
+        out += validate_labels("spec.nodeSelector", spec["nodeSelector"])
+    vols: set[str] = set()
+    for i, vol in enumerate(spec.get("volumes") or []):
+        name = vol.get("name") if isinstance(vol, dict) else None
+        if not name:
+            out.append(required(f"spec.volumes[{i}].name"))
+        elif name in vols:
+            out.append(duplicate(f"spec.volumes[{i}].name", name))
+        else:
+            out += dns1123_label(f"spec.volumes[{i}].name", str(name))
+            vols.add(name)
+    if old is not None and not out:
+        out += _pod_update(spec, old.get("spec") or {})
+    return out
+
+
+def _strip_mutable(spec: Obj) -> Obj:
+    spec = {k: v for k, v in spec.items() if k not in _MUTABLE_SPEC}
+    for key in ("containers", "initContainers"):
+        if isinstance(spec.get(key), list):
+            spec[key] = [{k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c for c in spec[key]]
+    return spec
+
+
+def _pod_update(spec: Obj, old_spec: Obj) -> list[Cause]:
+    if old_spec.get("nodeName") and spec.get("nodeName") != old_spec.get("nodeName"):
+        return [forbidden("spec.nodeName", "pod updates may not change nodeName once it is set")]
+    new_s, old_s = _strip_mutable(spec), _strip_mutable(old_spec)
+    if not old_spec.get("nodeName"):
+        new_s.pop("nodeName", None)
+        old_s.pop("nodeName", None)
+    if new_s != old_s:
+        return [forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,"
+                          "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
+                          "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+                          "(allow it to be set to 1 if it was previously negative)")]
+    return []
+
+
+# --- Service, Secret, ConfigMap, Namespace, Node, Lease -------------------------
+
+_SVC_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
+
+
+def validate_service(obj: Obj, old: Obj | None) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [_type_error("spec", spec, "an object")]
+    out: list[Cause] = []
+    if spec.get("type") not in _SVC_TYPES:
+        out.append(unsupported("spec.type", spec.get("type"), _SVC_TYPES))
+    ports = spec.get("ports") or []
+    if not ports and spec.get("type") != "ExternalName" and spec.get("clusterIP") != "None":
+        out.append(required("spec.ports"))
+    names: set[str] = set()
+    for i, port in enumerate(ports if isinstance(ports, list) else []):
+        p = f"spec.ports[{i}]"
+        if not isinstance(port, dict):
+            out.append(_type_error(p, port, "an object"))
+            continue
+        out += port_number(f"{p}.port", port.get("port"))
+        out += protocol(f"{p}.protocol", port.get("protocol", "TCP"))
+        if len(ports) > 1 and not port.get("name"):
+            out.append(required(f"{p}.name"))
+        if port.get("name"):
+            if port["name"] in names:
+                out.append(duplicate(f"{p}.name", port["name"]))
+            names.add(port["name"])
+        if "targetPort" in port:
+            out += int_or_port_name(f"{p}.targetPort", port["targetPort"])
+        if port.get("nodePort") is not None:
+            out += port_number(f"{p}.nodePort", port["nodePort"])
+    ip = spec.get("clusterIP")
+    if ip and ip != "None":
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            out.append(invalid("spec.clusterIP", ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
+    old_ip = ((old or {}).get("spec") or {}).get("clusterIP")
+    if old_ip and ip != old_ip:
+        out.append(invalid("spec.clusterIPs[0]", ip, "may not change once set"))
+    out += validate_labels("spec.selector", spec.get("selector"))
+    return out
+
+
+def _string_map(path: str, data: Any, *, base64_values: bool = False) -> list[Cause]:
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return [_type_error(path, data, "a map of string keys to string values")]
+    out: list[Cause] = []
+    for key, value in data.items():
+        if not re.fullmatch(r"[-._a-zA-Z0-9]+", key) or len(key) > 253:
+            out.append(invalid(path, key, "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"))
+        if not isinstance(value, str):
+            out.append(invalid(f"{path}[{key}]", value, "must be a string"))
+        elif base64_values:
+            import base64
+            import binascii
+            try:
+                base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                out.append(invalid(f"{path}[{key}]", "<secret contents redacted>", "illegal base64 data"))
+    return out
+
+
+def validate_configmap(obj: Obj, old: Obj | None) -> list[Cause]:
+    return _string_map("data", obj.get("data")) + _string_map("binaryData", obj.get("binaryData"), base64_values=True)
+
+
+def validate_secret(obj: Obj, old: Obj | None) -> list[Cause]:
+    out = _string_map("data", obj.get("data"), base64_values=True)
+    if old is not None and old.get("type") != obj.get("type"):
+        out.append(invalid("type", obj.get("type"), "field is immutable"))
+    return out
+
+
+def validate_node(obj: Obj, old: Obj | None) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    out: list[Cause] = []
+    for i, taint in enumerate(spec.get("taints") or []):
+        p = f"spec.taints[{i}]"
+        if not isinstance(taint, dict) or not taint.get("key"):
+            out.append(required(f"{p}.key"))
+            continue
+        err = label_key_error(taint["key"])
+        if err:
+            out.append(invalid(f"{p}.key", taint["key"], err))
+        if taint.get("effect") not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            out.append(unsupported(f"{p}.effect", taint.get("effect"), ("NoExecute", "NoSchedule", "PreferNoSchedule")))
+    cidr = spec.get("podCIDR")
+    if cidr and parse_cidr(cidr) is None:
+        out.append(invalid("spec.podCIDR", cidr, "must be a valid CIDR value"))
+    old_cidr = ((old or {}).get("spec") or {}).get("podCIDR")
+    if old_cidr and cidr != old_cidr:
+        out.append(forbidden("spec.podCIDR", "podCIDR may not be changed once set"))
+    return out
+
+
+def validate_lease(obj: Obj, old: Obj | None) -> list[Cause]:
+    spec = obj.get("spec") or {}
+    dur = spec.get("leaseDurationSeconds")
+    if dur is not None and (not isinstance(dur, int) or dur <= 0):
+        return [invalid("spec.leaseDurationSeconds", dur, "must be greater than 0")]
+    return []
+
+
+_BY_KIND: dict[str, Callable[[Obj, Obj | None], list[Cause]]] = {
+    "networkpolicies": validate_networkpolicy,
+    "pods": validate_pod,
+    "services": validate_service,
+    "configmaps": validate_configmap,
+    "secrets": validate_secret,
+    "nodes": validate_node,
+    "leases": validate_lease,
+}
+
+
+def validate(res: Resource, obj: Obj, old: Obj | None, *, subresource: str | None = None) -> list[Cause]:
+    out = validate_metadata(res, obj.get("metadata"))
+    check = _BY_KIND.get(res.plural)
+    if check is not None:
+        try:
+            if subresource in ("status", "binding") and res.plural == "pods":
+                out += []  # status writes and bindings cannot touch the rest of the spec
+            else:
+                out += check(obj, old)
+        except (TypeError, AttributeError, ValueError) as exc:
+            # A shape we did not anticipate (e.g. a list where a map belongs) is
+            # the client's error, never a 500.
+            out.append(Cause("", f"Invalid value: {exc}"))
+    return out
