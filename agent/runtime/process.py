@@ -1,0 +1,404 @@
+"""The ``process`` runtime: pods as namespaced host processes wired by real CNI.
+
+A sandbox is a named network namespace (``/run/netns/edgectl-<hash>``)
+attached with the conflist from ``/etc/cni/net.d`` (loopback first, then the
+pod network on ``eth0``), plus the pod's /etc files and emptyDir directories
+under ``<data_dir>/pods/<uid>/``. A container instance is one ``shim.py``
+process (see there) that owns the namespaces, the log and the exit code.
+
+The ADD result and the conflist it was made with are kept in the sandbox
+record, so DEL releases the IP even after the conflist was replaced (flannel).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from edgectl import paths
+from edgectl.log import fields
+
+from . import cni, podfiles
+from .interface import ContainerExit, ContainerHandle, ContainerStartError, Sandbox, SandboxError
+from .shim import proc_start_ticks
+from .spec import ContainerSpec, PodSpec
+
+log = logging.getLogger(__name__)
+
+SHIM = Path(__file__).with_name("shim.py")
+SANDBOX_PREFIX = "edgectl-"
+POD_IFNAME = "eth0"
+START_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeConfig:
+    pod_cidr: str | None = None  # when set (and manage_conflist), write 10-edgectl.conflist
+    manage_conflist: bool = True  # False once flannel owns /etc/cni/net.d
+    mtu: int | None = None
+    data_dir: Path = paths.AGENT_DATA_DIR
+    log_dir: Path = paths.POD_LOG_DIR
+    cni_conf_dir: Path = paths.CNI_CONF_DIR
+    cni_bin_dirs: tuple[Path, ...] = paths.CNI_BIN_DIRS
+    netns_dir: Path = Path("/run/netns")  # where `ip netns` keeps its bind mounts
+    host_resolv_conf: Path = Path("/etc/resolv.conf")
+    cluster: podfiles.ClusterInfo = field(default_factory=podfiles.ClusterInfo)
+    python: str = sys.executable
+
+
+def sandbox_id(uid: str) -> str:
+    """Deterministic, so a crash between netns creation and saving state leaves
+    nothing that cannot be found again."""
+    return SANDBOX_PREFIX + hashlib.sha256(uid.encode()).hexdigest()[:12]
+
+
+def pod_log_dir(log_dir: Path, pod: PodSpec) -> Path:
+    return log_dir / f"{pod.namespace}_{pod.name}_{pod.uid}"
+
+
+def container_log_path(log_dir: Path, pod: PodSpec, container: str, restart_count: int) -> Path:
+    return pod_log_dir(log_dir, pod) / container / f"{restart_count}.log"
+
+
+async def _run(*argv: str, check: bool = True) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    text = out.decode(errors="replace").strip()
+    if check and proc.returncode:
+        raise SandboxError(f"{' '.join(argv)} failed: {text}")
+    return proc.returncode or 0, text
+
+
+def _alive(pid: int, start: Any) -> bool:
+    return pid > 0 and start is not None and proc_start_ticks(pid) == start
+
+
+class ProcessRuntime:
+    """Implements :class:`edgectl.agent.runtime.interface.Runtime`."""
+
+    name = "process"
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+
+    # -- paths ---------------------------------------------------------------
+
+    def pod_dir(self, uid: str) -> Path:
+        return self.config.data_dir / "pods" / uid
+
+    def _netns_path(self, sid: str) -> str:
+        return str(self.config.netns_dir / sid)
+
+    # -- sandbox -------------------------------------------------------------
+
+    def _network(self) -> cni.NetworkConfigList:
+        if self.config.manage_conflist and self.config.pod_cidr:
+            cni.ensure_default_conflist(self.config.cni_conf_dir, pod_cidr=self.config.pod_cidr,
+                                        lease_dir=str(self.config.data_dir / "cni" / "networks"),
+                                        mtu=self.config.mtu)
+        return cni.load_conflist(self.config.cni_conf_dir)
+
+    def _attachment(self, pod: PodSpec | None, sid: str, ifname: str) -> cni.Attachment:
+        mappings = []
+        args: dict[str, str] = {"K8S_POD_INFRA_CONTAINER_ID": sid}
+        if pod is not None:
+            args.update(K8S_POD_NAMESPACE=pod.namespace, K8S_POD_NAME=pod.name, K8S_POD_UID=pod.uid)
+            for c in pod.containers:
+                for p in c.ports:
+                    if p.host_port:
+                        mappings.append({"hostPort": p.host_port, "containerPort": p.container_port,
+                                         "protocol": p.protocol.lower(), "hostIP": p.host_ip})
+        return cni.Attachment(container_id=sid, netns=self._netns_path(sid), ifname=ifname,
+                              runtime_config={"portMappings": mappings} if mappings else {}, cni_args=args)
+
+    async def run_sandbox(self, pod: PodSpec) -> Sandbox:
+        sid = sandbox_id(pod.uid)
+        net = self._network()
+        netns = self._netns_path(sid)
+        if not os.path.exists(netns):
+            await _run("ip", "netns", "add", sid)
+        lo = cni.CniNetwork(cni.NetworkConfigList.from_dict(cni.LOOPBACK), bin_dirs=self.config.cni_bin_dirs)
+        main = cni.CniNetwork(net, bin_dirs=self.config.cni_bin_dirs)
+        try:
+            await lo.add(self._attachment(pod, sid, "lo"))
+            result = await main.add(self._attachment(pod, sid, POD_IFNAME))
+            ips = result.pod_ips(netns)
+            if not ips:
+                raise SandboxError(f"CNI network {net.name} ({net.path}) gave pod {pod.key} no IP address")
+            sandbox = Sandbox(id=sid, netns_path=netns, ips=ips,
+                              data={"conflist": {"cniVersion": net.cni_version, "name": net.name,
+                                                 "plugins": [dict(p) for p in net.plugins]},
+                                    "conflist_path": net.path, "result": dict(result.raw)})
+            self._write_pod_files(pod, sandbox)
+        except BaseException:
+            await self._teardown_network(pod, sid, conflist=net, result=None)
+            raise
+        log.info("sandbox ready", extra=fields(pod=pod.key, sandbox=sid, ip=ips[0]))
+        return sandbox
+
+    def _write_pod_files(self, pod: PodSpec, sandbox: Sandbox) -> None:
+        etc = self.pod_dir(pod.uid) / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        try:
+            host_resolv = self.config.host_resolv_conf.read_text()
+        except OSError:
+            host_resolv = ""
+        (etc / "hostname").write_text(pod.hostname + "\n")
+        (etc / "hosts").write_text(podfiles.hosts_file(pod, sandbox.ips,
+                                                       cluster_domain=self.config.cluster.cluster_domain))
+        (etc / "resolv.conf").write_text(podfiles.resolv_conf(pod, cluster=self.config.cluster,
+                                                              host_resolv=host_resolv))
+        for vol in pod.volumes:
+            if vol.kind == "emptyDir":
+                (self.pod_dir(pod.uid) / "volumes" / vol.name).mkdir(parents=True, exist_ok=True)
+
+    async def _teardown_network(self, pod: PodSpec | None, sid: str, *, conflist: cni.NetworkConfigList,
+                                result: Mapping[str, Any] | None) -> list[str]:
+        errors = []
+        bins = self.config.cni_bin_dirs
+        steps = [
+            (cni.CniNetwork(conflist, bin_dirs=bins), POD_IFNAME, result),
+            (cni.CniNetwork(cni.NetworkConfigList.from_dict(cni.LOOPBACK), bin_dirs=bins), "lo", None),
+        ]
+        for network, ifname, prev in steps:
+            try:
+                await network.delete(self._attachment(pod, sid, ifname), prev)
+            except cni.CniError as exc:
+                errors.append(str(exc))
+        if os.path.exists(self._netns_path(sid)):
+            rc, text = await _run("ip", "netns", "delete", sid, check=False)
+            if rc:
+                errors.append(f"ip netns delete {sid}: {text}")
+        return errors
+
+    async def stop_sandbox(self, pod: PodSpec, sandbox: Sandbox, *, remove: bool = False) -> None:
+        """Release the network; with ``remove`` also delete pod files and logs."""
+        doc = sandbox.data.get("conflist")
+        try:
+            conflist = cni.NetworkConfigList.from_dict(doc) if doc else self._network()
+        except cni.CniError as exc:
+            log.warning("no CNI config to release the pod network with", extra=fields(pod=pod.key, error=str(exc)))
+            conflist = None
+        errors = []
+        if conflist is not None:
+            errors = await self._teardown_network(pod, sandbox.id, conflist=conflist, result=sandbox.data.get("result"))
+        self._remove_mount_points(pod.uid)
+        if remove:
+            shutil.rmtree(self.pod_dir(pod.uid) / "etc", ignore_errors=True)
+            shutil.rmtree(self.pod_dir(pod.uid) / "volumes", ignore_errors=True)
+            shutil.rmtree(self.pod_dir(pod.uid) / "containers", ignore_errors=True)
+            shutil.rmtree(pod_log_dir(self.config.log_dir, pod), ignore_errors=True)
+        if errors:
+            raise SandboxError("; ".join(errors))
+        log.info("sandbox stopped", extra=fields(pod=pod.key, sandbox=sandbox.id))
+
+    # -- containers ----------------------------------------------------------
+
+    def _mounts(self, pod: PodSpec, container: ContainerSpec) -> list[dict[str, Any]]:
+        etc = self.pod_dir(pod.uid) / "etc"
+        mounts = [{"source": str(etc / n), "target": f"/etc/{n}"} for n in ("hostname", "hosts", "resolv.conf")]
+        volumes = {v.name: v for v in pod.volumes}
+        for vm in container.volume_mounts:
+            vol = volumes.get(vm.name)
+            if vol is None:
+                raise ContainerStartError(f"volumeMount {vm.name}: no such volume in the pod",
+                                          reason="CreateContainerConfigError")
+            if vol.kind == "emptyDir":
+                source = self.pod_dir(pod.uid) / "volumes" / vol.name
+            elif vol.kind == "hostPath":
+                source = Path(vol.host_path)
+            else:
+                raise ContainerStartError(
+                    f"volume {vol.name}: type {vol.kind} is not supported by the process runtime "
+                    "(supported: emptyDir, hostPath)", reason="CreateContainerConfigError")
+            if vm.sub_path:
+                source = source / vm.sub_path
+                source.mkdir(parents=True, exist_ok=True)
+            if not vm.mount_path.startswith("/"):
+                raise ContainerStartError(f"volumeMount {vm.name}: mountPath must be absolute",
+                                          reason="CreateContainerConfigError")
+            self._ensure_mount_point(pod.uid, Path(vm.mount_path), is_dir=source.is_dir())
+            mounts.append({"source": str(source), "target": vm.mount_path, "readOnly": vm.read_only})
+        return mounts
+
+    def _ensure_mount_point(self, uid: str, target: Path, *, is_dir: bool) -> None:
+        """Containers share the host filesystem, so a missing mountPath must be
+        created there; it is recorded and removed (if empty) with the sandbox."""
+        if target.exists():
+            return
+        created = []
+        for parent in reversed([target, *target.parents]):
+            if not parent.exists():
+                created.append(str(parent))
+        if is_dir:
+            target.mkdir(parents=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+        record = self.pod_dir(uid) / "mountpoints.json"
+        known = json.loads(record.read_text()) if record.exists() else []
+        record.write_text(json.dumps(known + created))
+
+    def _remove_mount_points(self, uid: str) -> None:
+        record = self.pod_dir(uid) / "mountpoints.json"
+        if not record.exists():
+            return
+        for path in sorted(json.loads(record.read_text()), key=len, reverse=True):
+            try:
+                p = Path(path)
+                p.rmdir() if p.is_dir() else p.unlink()
+            except OSError:
+                pass  # not empty any more, or in use by another pod: leave it
+        record.unlink()
+
+    async def start_container(self, pod: PodSpec, sandbox: Sandbox, container: ContainerSpec, *,
+                              restart_count: int, env: Mapping[str, str]) -> ContainerHandle:
+        if not container.argv:
+            raise ContainerStartError(
+                f"container {container.name} has no command: the process runtime runs host commands and "
+                f"cannot pull or run the image {container.image or '(none)'}; set spec.containers[].command",
+                reason="CommandRequired")
+        cid = secrets.token_hex(16)
+        cdir = self.pod_dir(pod.uid) / "containers" / cid
+        cdir.mkdir(parents=True)
+        log_path = container_log_path(self.config.log_dir, pod, container.name, restart_count)
+        self._prune_logs(log_path, keep_from=restart_count - 1)
+        spec = {
+            "argv": podfiles.container_argv(container, env),
+            "env": dict(env),
+            "workingDir": container.working_dir or "/",
+            "hostname": pod.hostname,
+            "netns": sandbox.netns_path,
+            "mounts": self._mounts(pod, container),
+            "log": str(log_path),
+            "exit": str(cdir / "exit.json"),
+        }
+        (cdir / "spec.json").write_text(json.dumps(spec))
+        with open(cdir / "shim.log", "ab") as shim_log:
+            proc = await asyncio.create_subprocess_exec(
+                self.config.python, "-E", "-s", str(SHIM), str(cdir / "spec.json"),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=shim_log,
+                start_new_session=True,
+            )
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)  # type: ignore[union-attr]
+        finally:
+            await proc.wait()
+        try:
+            report = json.loads(line)
+        except ValueError:
+            detail = (cdir / "shim.log").read_text(errors="replace").strip()[-300:]
+            raise ContainerStartError(f"container shim failed to start: {detail or 'no output'}",
+                                      reason="StartError") from None
+        (cdir / "pid.json").write_text(json.dumps(report))
+        handle = ContainerHandle(
+            id=cid, name=container.name, restart_count=restart_count, pid=int(report.get("pid") or 0),
+            started_at=float(report.get("started_at") or time.time()), log_path=str(log_path),
+            data={"dir": str(cdir), "pid_start": report.get("pid_start"), "shim_pid": report.get("shim_pid", 0),
+                  "shim_start": report.get("shim_start")},
+        )
+        log.info("container started", extra=fields(pod=pod.key, container=container.name, pid=handle.pid,
+                                                   restarts=restart_count, error=report.get("error", "")))
+        return handle
+
+    @staticmethod
+    def _prune_logs(log_path: Path, *, keep_from: int) -> None:
+        """Keep the current and the previous instance's log, as kubelet does."""
+        if not log_path.parent.is_dir():
+            return
+        for old in log_path.parent.glob("*.log"):
+            try:
+                if int(old.stem) < keep_from:
+                    old.unlink()
+            except ValueError:
+                continue
+
+    def poll_container(self, handle: ContainerHandle) -> ContainerExit | None:
+        exit_file = Path(handle.data["dir"]) / "exit.json"
+        for attempt in (0, 1):
+            try:
+                return ContainerExit.from_dict(json.loads(exit_file.read_text()))
+            except FileNotFoundError:
+                pass
+            except ValueError:
+                break
+            if attempt == 0 and (_alive(handle.pid, handle.data.get("pid_start"))
+                                 or _alive(handle.data.get("shim_pid", 0), handle.data.get("shim_start"))):
+                return None
+        # Neither the process nor its shim exists, and no exit was recorded
+        # (the node rebooted, or someone killed the shim): report what kubelet does.
+        return ContainerExit(exit_code=137, finished_at=time.time(), reason="ContainerStatusUnknown",
+                             message="The container could not be located when the pod was checked")
+
+    def signal_container(self, handle: ContainerHandle, sig: int = signal.SIGTERM) -> None:
+        if not _alive(handle.pid, handle.data.get("pid_start")):
+            return
+        try:
+            os.kill(handle.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    # -- garbage collection --------------------------------------------------
+
+    async def cleanup(self, *, keep_sandboxes: set[str]) -> list[str]:
+        """Release netns and IP leases of edgectl sandboxes nobody knows about."""
+        stale: set[str] = set()
+        if self.config.netns_dir.is_dir():
+            stale |= {p.name for p in self.config.netns_dir.iterdir() if p.name.startswith(SANDBOX_PREFIX)}
+        try:
+            conflist: cni.NetworkConfigList | None = self._network()
+        except cni.CniError:
+            conflist = None
+        lease_files = self._lease_files(conflist) if conflist else []
+        stale |= {owner for owner, _ in lease_files if owner.startswith(SANDBOX_PREFIX)}
+        stale -= keep_sandboxes
+        for sid in sorted(stale):
+            if conflist is not None:
+                errors = await self._teardown_network(None, sid, conflist=conflist, result=None)
+            else:
+                errors = []
+                if os.path.exists(self._netns_path(sid)):
+                    await _run("ip", "netns", "delete", sid, check=False)
+            # A lease whose owner is gone for good is ours to drop, whatever DEL said.
+            for owner, path in lease_files:
+                if owner == sid and path.exists():
+                    path.unlink()
+            log.info("removed stale sandbox", extra=fields(sandbox=sid, errors="; ".join(errors)))
+        return sorted(stale)
+
+    @staticmethod
+    def _lease_files(conflist: cni.NetworkConfigList) -> list[tuple[str, Path]]:
+        """(owner container id, file) of host-local leases in this node's ranges.
+
+        Only IPs inside the configured ranges count: another node sharing the
+        lease directory has other ranges, and its leases are not ours."""
+        out = []
+        for lease_dir in cni.host_local_lease_dirs(conflist):
+            if not lease_dir.path.is_dir():
+                continue
+            for f in lease_dir.path.iterdir():
+                try:
+                    ip = ipaddress.ip_address(f.name)
+                except ValueError:
+                    continue  # lock, last_reserved_ip.N
+                if not any(ip in net for net in lease_dir.subnets):
+                    continue
+                try:
+                    owner = f.read_text().split()[0]
+                except (OSError, IndexError):
+                    continue
+                out.append((owner, f))
+        return out

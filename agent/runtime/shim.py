@@ -1,0 +1,234 @@
+"""Per-container supervisor of the process runtime (conmon's job, in Python).
+
+Run as ``python -E -s shim.py SPEC.json`` (a standalone script, stdlib only,
+so each container costs one small interpreter, not the agent's imports).
+
+It detaches from the agent (double fork), so containers, their logs and
+their exit codes survive an agent restart. Then it:
+
+1. forks a child that joins the pod's netns (``setns``), unshares mount, UTS
+   and PID namespaces, sets the hostname, bind-mounts the pod's files and
+   volumes, and forks the container's PID 1, which mounts a fresh /proc,
+   changes directory and execs the command;
+2. prints one JSON line on stdout for the agent (the container's host PID and
+   start time, or a start error) and closes stdout;
+3. copies the container's stdout/stderr into the CRI log file;
+4. writes ``exit.json`` (exit code, signal, time) when the container ends.
+
+The shim is the container's subreaper, so it is the one process that can
+``waitpid`` it and learn the exit code.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+try:  # imported as part of the package (tests) or run as a script (runtime)
+    from .crilog import LineSplitter
+except ImportError:
+    from crilog import LineSplitter  # type: ignore[no-redef]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+PR_SET_CHILD_SUBREAPER = 36
+EXIT_START_FAILED = 128  # what kubelet reports for a container that never ran
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _ok(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+    _ok(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
+                    ctypes.c_ulong(flags), None), f"mount {target}")
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot; tells a reused PID apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat.rsplit(b")", 1)[1].split()[19])
+
+
+def _write_json(path: str, doc: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, path)
+
+
+def _enter_namespaces(spec: dict) -> None:
+    """Runs in the intermediate child: everything but the PID-1 fork."""
+    fd = os.open(spec["netns"], os.O_RDONLY)
+    _ok(_libc.setns(fd, CLONE_NEWNET), "setns net")
+    os.close(fd)
+    _ok(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWPID), "unshare")
+    # Our bind mounts must not propagate back to the host.
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    socket.sethostname(spec["hostname"])
+    for m in spec.get("mounts", []):
+        _mount(m["source"], m["target"], None, MS_BIND | MS_REC)
+        if m.get("readOnly"):
+            _mount(None, m["target"], None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+
+
+def _exec_container(spec: dict, out_w: int, err_w: int, report_w: int) -> None:
+    """Runs as the container's PID 1 until exec."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.closerange(3, report_w)
+    os.closerange(report_w + 1, 1 << 16)
+    for sig in (signal.SIGPIPE, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    os.chdir(spec.get("workingDir") or "/")
+    os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+
+
+def _start(spec: dict) -> tuple[int, str]:
+    """Start the container; return (host PID, start error message or '')."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    info_r, info_w = os.pipe()
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)  # closed by a successful exec
+    mid = os.fork()
+    if mid == 0:
+        code = 0
+        try:
+            for fd in (out_r, err_r, info_r, report_r):
+                os.close(fd)
+            _enter_namespaces(spec)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _exec_container(spec, out_w, err_w, report_w)
+                except BaseException as exc:  # noqa: BLE001 - reported, then exit
+                    os.write(report_w, _describe(exc, spec).encode())
+                os._exit(EXIT_START_FAILED)
+            os.write(info_w, str(pid).encode())
+        except BaseException as exc:  # noqa: BLE001
+            os.write(report_w, _describe(exc, spec).encode())
+            code = EXIT_START_FAILED
+        os._exit(code)
+    for fd in (out_w, err_w, info_w, report_w):
+        os.close(fd)
+    os.waitpid(mid, 0)
+    pid_text = os.read(info_r, 64)
+    os.close(info_r)
+    error = b""
+    while chunk := os.read(report_r, 4096):
+        error += chunk
+    os.close(report_r)
+    spec["_pipes"] = (out_r, err_r)
+    return (int(pid_text) if pid_text else 0), error.decode(errors="replace")
+
+
+def _describe(exc: BaseException, spec: dict) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename is None:
+        return f'exec: "{spec["argv"][0]}": executable file not found in $PATH'
+    if isinstance(exc, OSError):
+        target = exc.filename or spec["argv"][0]
+        return f"{target}: {exc.strerror}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _pump_logs(spec: dict, log_fd: int) -> None:
+    out_r, err_r = spec["_pipes"]
+    splitters = {out_r: LineSplitter("stdout"), err_r: LineSplitter("stderr")}
+    open_fds = [out_r, err_r]
+    while open_fds:
+        ready, _, _ = select.select(open_fds, [], [])
+        for fd in ready:
+            data = os.read(fd, 65536)
+            records = splitters[fd].feed(data) if data else splitters[fd].close()
+            if records:
+                _write_all(log_fd, records)
+            if not data:
+                open_fds.remove(fd)
+                os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def supervise(spec: dict, report) -> int:  # noqa: ANN001 - report: Callable[[dict], None]
+    """Everything after detaching; returns the shim's own exit code."""
+    for sig in (signal.SIGHUP, signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    _ok(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl subreaper")
+    os.makedirs(os.path.dirname(spec["log"]), exist_ok=True)
+    log_fd = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    started = time.time()
+    pid, error = _start(spec)
+    if error:
+        out_r, err_r = spec["_pipes"]
+        os.close(out_r)
+        os.close(err_r)
+        if pid:
+            os.waitpid(pid, 0)
+        _write_json(spec["exit"], {"exit_code": EXIT_START_FAILED, "signal": None, "finished_at": time.time(),
+                                   "reason": "StartError", "message": error})
+        report({"error": error})
+        return 0
+    report({"pid": pid, "pid_start": proc_start_ticks(pid), "shim_pid": os.getpid(),
+            "shim_start": proc_start_ticks(os.getpid()), "started_at": started})
+    _pump_logs(spec, log_fd)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    sig = -code if code < 0 else None
+    exit_code = 128 + sig if sig else code
+    _write_json(spec["exit"], {
+        "exit_code": exit_code, "signal": sig, "finished_at": time.time(),
+        "reason": "Completed" if exit_code == 0 else "Error", "message": "",
+    })
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[1]) as f:
+        spec = json.load(f)
+    if os.fork() != 0:
+        return 0  # the launcher: the agent only waits for this one
+    os.setsid()
+
+    def report(doc: dict) -> None:
+        # One line for the agent, then stdout goes away so the agent's pipe closes.
+        os.write(1, (json.dumps(doc) + "\n").encode())
+        null = os.open("/dev/null", os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+
+    try:
+        return supervise(spec, report)
+    except Exception as exc:  # noqa: BLE001 - the agent must hear about it
+        try:
+            report({"error": f"shim: {exc}"})
+        except OSError:
+            pass
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
