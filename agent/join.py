@@ -170,7 +170,7 @@ def _status_message(body: bytes) -> str:
     except (ValueError, UnicodeDecodeError):
         return body[:200].decode("utf-8", "replace").strip() or "(empty reply)"
     if isinstance(doc, dict) and isinstance(doc.get("message"), str):
-        return doc["message"]
+        return str(doc["message"])
     return body[:200].decode("utf-8", "replace")
 
 

@@ -232,10 +232,14 @@ def node_name_of(user: UserInfo) -> str | None:
 
 def authorize(attrs: RequestAttributes, *, new_obj: dict[str, Any] | None = None,
               old_obj: dict[str, Any] | None = None) -> Decision:
-    """Decide one request. For writes pass the decoded/patched object
-    (``new_obj``) and the stored one (``old_obj``) where they exist: node
-    rules look at names, labels and ``spec.nodeName`` in them. Call it once
-    before decoding (objects None) for an early 403 and again with objects."""
+    """Decide one request.
+
+    For writes, call it after decoding (and for patches, applying) the body:
+    pass the resulting object as ``new_obj`` and the stored one as
+    ``old_obj`` (None on create). Node rules need them: the name of a created
+    Node or Lease, label/taint/podCIDR changes, and ``spec.nodeName`` of the
+    stored pod for pods/status and pod deletes. Without them those writes are
+    denied with a reason saying so, never silently allowed."""
     user = attrs.user
     if MASTERS in user.groups:
         return _allow("system:masters may do everything")
@@ -319,6 +323,8 @@ def _node_write(node: str, a: RequestAttributes, target: str, new: dict[str, Any
                 old: dict[str, Any] | None) -> Decision:
     if a.verb not in ("create", "update", "patch") or a.subresource not in ("", "status"):
         return _deny(f"node {_q(node)} is not allowed to {a.verb} {_resource_name(a)}")
+    if not target:
+        return _deny("cannot check which node is created without the object (pass new_obj)")
     if target != node:
         return _deny(f"node {_q(node)} is not allowed to modify node {_q(target)}")
     if new is None:

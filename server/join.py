@@ -16,6 +16,22 @@ Node-certs request headers: ``Edgectl-Node-Name`` (DNS-1123), ``Edgectl-Node-Pas
 The first join of a name stores a scrypt hash of the password in the immutable
 Secret ``kube-system/<node>.node-password.edgectl``; later joins must present
 the same password, so another machine cannot take the name over (403).
+
+Wiring in ``edgectl server`` (the pieces of items 4 and 5 of issue 4)::
+
+    pki = ClusterPKI.load_or_create(data_dir / "tls", sans=tls_sans)   # rotates expiring leaves
+    token = load_or_create_token(data_dir, pki.ca_pem, secret=token_flag)  # writes <data-dir>/token
+    pki.write_admin_kubeconfig(kubeconfig_path, f"https://127.0.0.1:{port}")
+    auth = Authenticator({}, client_ca=pki.client_ca)
+    JoinService(pki=pki, token=token, passwords=<NodePasswordStore over Secrets>,
+                config=ClusterConfig(servers=(url,))).mount(router)
+    HTTPServer(router, ssl_context=pki.server_ssl_context())
+    # per API request:
+    user = auth.authenticate(peercert_der=req.peercert_der, authorization=req.headers.get("authorization"))
+    #   None -> 401 Unauthorized Status
+    attrs = request_attributes(user, req.method, req.path, {k: v[0] for k, v in req.query.items()})
+    decision = authorize(attrs, new_obj=..., old_obj=...)
+    #   not allowed -> 403 Forbidden Status with forbidden_message(attrs, decision)
 """
 from __future__ import annotations
 

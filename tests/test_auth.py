@@ -190,6 +190,7 @@ CASES: list[tuple[str, RequestAttributes, Any, Any, bool, str]] = [
     ("node nodes/proxy", R(NODE_A, "get", "nodes", sub="proxy", name="a"), None, None, False, "reserved"),
     # node writes: its own Node
     ("register self", R(NODE_A, "create", "nodes"), node_obj("a"), None, True, ""),
+    ("register without object", R(NODE_A, "create", "nodes"), None, None, False, "pass new_obj"),
     ("register self with taints", R(NODE_A, "create", "nodes"), node_obj("a", taints=TAINT), None, True, ""),
     ("register other", R(NODE_A, "create", "nodes"), node_obj("b"), None, False, 'node "a" is not allowed to modify node "b"'),
     ("patch self", R(NODE_A, "patch", "nodes", name="a"), node_obj("a", labels={"x": "1"}), node_obj("a"), True, ""),
