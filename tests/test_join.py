@@ -373,3 +373,17 @@ def test_node_certs_reply_parsing(body: bytes, message: str) -> None:
 def test_config_reply_parsing(body: bytes, message: str) -> None:
     with pytest.raises(EdgectlError, match=message):
         ClusterConfig.from_json(body)
+
+
+@pytest.mark.slow
+def test_fifty_concurrent_joins(cluster: Cluster, tmp_path: Path) -> None:
+    """The issue's join target: 50 nodes joining at once, no errors."""
+    def attempt(i: int) -> str:
+        r = join(server_url=cluster.url, token=cluster.token, data_dir=tmp_path / f"n{i}", node_name=f"edge-{i}",
+                 node_ips=[f"192.0.2.{i + 1}"], timeout=60)
+        return r.node_name
+
+    with ThreadPoolExecutor(50) as pool:
+        names = list(pool.map(attempt, range(50)))
+    assert names == [f"edge-{i}" for i in range(50)]
+    assert len(cluster.passwords.hashes) == 50
