@@ -342,3 +342,20 @@ def test_ipaddress_sans_normalised(tls: Path) -> None:
     ClusterPKI.load_or_create(tls, sans=["2001:db8::1"])
     assert serials(tls) == before
     assert ipaddress.ip_address("2001:db8::1").compressed in sans_of(cert(tls / "serving-kube-apiserver.crt"))[1]
+
+
+def test_expired_ca_is_a_clear_error_not_a_silent_new_cluster(tls: Path) -> None:
+    ClusterPKI.load_or_create(tls, sans=[])
+    original = (tls / "server-ca.crt").read_bytes()
+    with pytest.raises(EdgectlError, match="server-ca.crt expired on .* not replaced automatically"):
+        ClusterPKI.load_or_create(tls, sans=[], now=now_utc() + dt.timedelta(days=3660))
+    assert (tls / "server-ca.crt").read_bytes() == original
+
+
+def test_ca_close_to_expiry_warns(tls: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ClusterPKI.load_or_create(tls, sans=[])
+    caplog.set_level(logging.WARNING, logger="edgectl.server.pki")
+    pki = ClusterPKI.load_or_create(tls, sans=[], now=now_utc() + dt.timedelta(days=3600))
+    assert any(r.getMessage() == "certificate authority expires soon" for r in caplog.records)
+    # Leaves reissued then cannot outlive their CA.
+    assert pki.admin.cert.not_valid_after_utc <= pki.client_ca.not_valid_after_utc

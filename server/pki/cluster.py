@@ -263,8 +263,19 @@ def _load_or_create_ca(tls_dir: Path, kind: str, *, now: dt.datetime) -> CertKey
         have, missing = (crt, key) if crt.exists() else (key, crt)
         raise EdgectlError(f"found {have} but not {missing}; refusing to create a new CA over a partial one")
     pair = _parse_pair(crt, key)
-    if not pair.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+    try:
+        is_ca = pair.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
         raise EdgectlError(f"{crt} is not a CA certificate")
+    not_after = pair.cert.not_valid_after_utc
+    if not_after <= now:
+        raise EdgectlError(f"{crt} expired on {not_after:%Y-%m-%d}; every cluster certificate depends on it, "
+                           "so it is not replaced automatically (move the tls directory away to start a new cluster)")
+    if issue.expires_within(pair.cert, issue.ROTATE_WITHIN, now=now):
+        # Leaves are capped at the CA's expiry, so rotation cannot help here.
+        log.warning("certificate authority expires soon", extra=fields(name=name, not_after=not_after.isoformat()))
     return pair
 
 
