@@ -162,6 +162,8 @@ class Session:
             return
         if self._parser.buffered:
             self._terminate(ErrorCode.PROTOCOL, f"connection ended inside a frame ({self._parser.buffered} bytes)", local=False, send_goaway=False)
+        elif self.goaway_received:
+            self._terminate(ErrorCode.OK, "peer closed the connection after GOAWAY", local=False, send_goaway=False)
         else:
             self._terminate(ErrorCode.INTERNAL, "connection closed by peer", local=False, send_goaway=False)
 

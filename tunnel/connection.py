@@ -1,0 +1,329 @@
+"""The asyncio layer: one :class:`Session` over one websocket on asyncio streams.
+
+We drive websockets' sans-I/O ``Protocol`` ourselves instead of using its
+asyncio connection, because:
+- the server side starts from a connection our HTTPS server already parsed
+  (``Request.take_over()``), so the handshake is ours anyway;
+- back-pressure stays in one place: the write loop is the only code that
+  calls ``data_to_send`` on both the session and the websocket, and the only
+  code that awaits ``drain``. The read loop never awaits anything but the
+  socket, so one slow stream cannot stall the session (its data waits in its
+  reader, bounded by the window it was granted).
+
+Three tasks per connection: read loop, write loop, timer (pings, liveness).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol
+
+from ..log import fields
+from .errors import DialError, StreamReset
+from .events import (
+    DataReceived,
+    GoAwayReceived,
+    HelloReceived,
+    PongReceived,
+    SessionClosed,
+    StreamAccepted,
+    StreamEnded,
+    StreamOpened,
+    StreamRejected,
+)
+from .events import StreamReset as StreamResetEvent
+from .frames import ErrorCode
+from .session import Session
+from .streams import TunnelStream
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1024 * 1024
+MESSAGE_LIMIT = 1024 * 1024 + 64 * 1024  # bytes of tunnel frames per websocket message
+WS_MAX_SIZE = 4 * 1024 * 1024  # websocket message cap (several frames per message)
+TRANSPORT_HIGH_WATER = 4 * 1024 * 1024
+
+_REJECT_REASON = {
+    ErrorCode.REFUSED: DialError.REFUSED,
+    ErrorCode.BAD_TARGET: DialError.REFUSED,
+    ErrorCode.CONNECT_FAILED: DialError.CONNECT_FAILED,
+    ErrorCode.TIMEOUT: DialError.TIMEOUT,
+    ErrorCode.GOING_AWAY: DialError.SESSION_CLOSED,
+}
+
+
+def code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
+
+
+class TunnelConnection:
+    """Runs a session until it ends. ``on_stream_opened`` handles peer OPENs."""
+
+    def __init__(
+        self,
+        *,
+        session: Session,
+        ws: Protocol,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        name: str,
+        remote: str,
+        on_stream_opened: Callable[[TunnelStream], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.ws = ws
+        self.reader = reader
+        self.writer = writer
+        self.name = name
+        self.remote = remote
+        self.on_stream_opened = on_stream_opened
+        self.streams: dict[int, TunnelStream] = {}
+        self.connected_since = time.time()
+        self.hello = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.close_info: SessionClosed | None = None
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # ---- identity and stats ------------------------------------------------
+
+    @property
+    def peer_identity(self) -> str:
+        return self.session.peer.identity if self.session.peer else ""
+
+    @property
+    def now(self) -> float:
+        return self._loop.time()
+
+    # ---- lifecycle ----------------------------------------------------------
+
+    async def run(self, pending: bytes = b"") -> None:
+        """Serve until the session ends; always closes the transport."""
+        transport = self.writer.transport
+        with contextlib.suppress(Exception):
+            transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER)
+        if pending:
+            self.ws.receive_data(pending)
+        self._process_ws_events()
+        self._wake.set()
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name=f"tunnel-read-{self.name}"),
+            asyncio.create_task(self._timer_loop(), name=f"tunnel-timer-{self.name}"),
+        ]
+        try:
+            await self._write_loop()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.session.closed is None:  # cancelled from outside
+                self.session.close(ErrorCode.INTERNAL, "connection task cancelled")
+                self._process_session_events()
+            if self.session.closed is not None and self.session.closed.code:
+                transport.abort()  # after an error, do not wait on a peer that may be stuck
+            else:
+                self.writer.close()
+            self.ended.set()
+
+    def open_stream(self, target: str) -> TunnelStream:
+        sid = self.session.open_stream(target, self.now)
+        st = TunnelStream(self, sid, target)
+        self.streams[sid] = st
+        self._wake.set()
+        return st
+
+    async def drain(self, timeout: float, message: str = "draining") -> None:
+        """GOAWAY, wait for open streams to finish (up to ``timeout``), then close."""
+        if self.session.closed is not None:
+            return
+        self.session.goaway(message)
+        self._wake.set()
+        deadline = self.now + timeout
+        while self.session.open_streams and self.session.closed is None and self.now < deadline:
+            await asyncio.sleep(0.05)
+        self.close(ErrorCode.OK, message)
+
+    def close(self, code: int = ErrorCode.OK, message: str = "closed") -> None:
+        self.session.close(code, message)
+        self._process_session_events()
+        self._wake.set()
+
+    # ---- called by streams ---------------------------------------------------
+
+    def send_data(self, sid: int, data: bytes | bytearray | memoryview) -> None:
+        self.session.send_data(sid, data)
+        self._wake.set()
+
+    def send_fin(self, sid: int) -> None:
+        self.session.send_fin(sid)
+        self._wake.set()
+
+    def reset(self, sid: int, code: int, reason: str) -> None:
+        self.session.reset_stream(sid, code, reason)
+        self.streams.pop(sid, None)
+        self._wake.set()
+
+    def accept(self, sid: int) -> None:
+        self.session.accept_stream(sid, self.now)
+        self._wake.set()
+
+    def reject(self, sid: int, code: int, message: str) -> None:
+        if self.session.closed is None and self.session.stream_state(sid) is not None:
+            self.session.reject_stream(sid, code, message)
+        self.streams.pop(sid, None)
+        self._wake.set()
+
+    def consumed(self, sid: int, n: int) -> None:
+        self.session.consumed(sid, n, self.now)
+        self._wake.set()
+
+    def pending_out(self, sid: int) -> int:
+        return self.session.pending_out(sid)
+
+    def stream_done(self, sid: int) -> None:
+        self.streams.pop(sid, None)
+
+    # ---- loops ----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        reader = self.reader
+        while self.session.closed is None:
+            try:
+                data = await reader.read(READ_SIZE)
+            except (ConnectionError, OSError, ssl.SSLError):
+                data = b""
+            if not data:
+                self.ws.receive_eof()
+                self._process_ws_events()
+                self.session.receive_eof(self.now)
+                self._process_session_events()
+                self._wake.set()
+                return
+            self.ws.receive_data(data)
+            self._process_ws_events()
+
+    async def _timer_loop(self) -> None:
+        session = self.session
+        while session.closed is None:
+            delay = session.next_deadline() - self.now
+            if delay > 0:
+                await asyncio.sleep(delay)
+            session.tick(self.now)
+            self._process_session_events()
+            self._wake.set()
+
+    async def _write_loop(self) -> None:
+        session, ws, writer = self.session, self.ws, self.writer
+        transport = writer.transport
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                msg = session.data_to_send(MESSAGE_LIMIT)
+                if msg:
+                    ws.send_binary(msg)
+                if session.closed is not None and not ws.close_sent and ws.state.name == "OPEN":
+                    ws.send_close(1000 if not session.closed.code else 1002, session.closed.message[:100])
+                out = ws.data_to_send()
+                for chunk in out:
+                    if chunk:
+                        writer.write(chunk)
+                writable = session.writable_streams()
+                if writable:
+                    for sid in writable:
+                        st = self.streams.get(sid)
+                        if st is not None:
+                            st.wake_writer()
+                if not msg:
+                    break
+                if transport.get_write_buffer_size() > TRANSPORT_HIGH_WATER:
+                    try:
+                        await writer.drain()
+                    except (ConnectionError, OSError):
+                        session.receive_eof(self.now)
+                        self._process_session_events()
+            if session.closed is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.drain(), 2.0)
+                return
+
+    # ---- event dispatch ------------------------------------------------------
+
+    def _process_ws_events(self) -> None:
+        session = self.session
+        for ev in self.ws.events_received():
+            if not isinstance(ev, Frame):
+                continue
+            if ev.opcode is Opcode.BINARY or ev.opcode is Opcode.CONT:
+                session.receive_data(ev.data, self.now)
+            elif ev.opcode is Opcode.TEXT:
+                session.close(ErrorCode.PROTOCOL, "text websocket message (the tunnel is binary)")
+            elif ev.opcode is Opcode.CLOSE:
+                session.receive_eof(self.now)
+        if self.ws.parser_exc is not None and session.closed is None:
+            session.close(ErrorCode.PROTOCOL, f"websocket error: {self.ws.parser_exc}")
+        self._process_session_events()
+        self._wake.set()
+
+    def _process_session_events(self) -> None:
+        for ev in self.session.events_received():
+            t = type(ev)
+            if t is DataReceived:
+                st = self.streams.get(ev.stream_id)  # type: ignore[union-attr]
+                if st is not None:
+                    st.on_data(ev.data)  # type: ignore[union-attr]
+                else:  # user already let go of the stream: drop and credit
+                    self.session.consumed(ev.stream_id, len(ev.data), self.now)  # type: ignore[union-attr]
+            elif t is StreamOpened:
+                st = TunnelStream(self, ev.stream_id, ev.target)  # type: ignore[union-attr]
+                self.streams[st.id] = st
+                if self.on_stream_opened is None:
+                    self.session.reject_stream(st.id, ErrorCode.REFUSED, "this side accepts no streams")
+                    self.streams.pop(st.id, None)
+                else:
+                    self.on_stream_opened(st)
+            elif t is StreamAccepted:
+                st = self.streams.get(ev.stream_id)  # type: ignore[union-attr]
+                if st is not None and not st.accepted.done():
+                    st.accepted.set_result(None)
+            elif t is StreamRejected:
+                st = self.streams.pop(ev.stream_id, None)  # type: ignore[union-attr]
+                if st is not None:
+                    reason = _REJECT_REASON.get(ev.code, DialError.CONNECT_FAILED)  # type: ignore[union-attr]
+                    st.on_reset(DialError(reason, ev.message or code_name(ev.code)))  # type: ignore[union-attr]
+            elif t is StreamEnded:
+                st = self.streams.get(ev.stream_id)  # type: ignore[union-attr]
+                if st is not None:
+                    st.on_eof()
+            elif t is StreamResetEvent:
+                st = self.streams.pop(ev.stream_id, None)  # type: ignore[union-attr]
+                if st is not None:
+                    st.on_reset(StreamReset(ev.code, ev.reason))  # type: ignore[union-attr]
+            elif t is HelloReceived:
+                self.hello.set()
+            elif t is GoAwayReceived:
+                log.info("tunnel peer is draining", extra=fields(session=self.name, message=ev.message))  # type: ignore[union-attr]
+            elif t is SessionClosed:
+                self.close_info = ev  # type: ignore[assignment]
+                if ev.code:  # type: ignore[union-attr]
+                    log.warning(
+                        "tunnel session ended with an error",
+                        extra=fields(session=self.name, remote=self.remote, code=code_name(ev.code), error=ev.message, local=ev.local),  # type: ignore[union-attr]
+                    )
+                else:
+                    log.info("tunnel session closed", extra=fields(session=self.name, reason=ev.message))  # type: ignore[union-attr]
+                self.hello.set()
+                self._wake.set()
+            elif t is PongReceived:
+                pass
