@@ -240,6 +240,22 @@ def authorize(attrs: RequestAttributes, *, new_obj: dict[str, Any] | None = None
     Node or Lease, label/taint/podCIDR changes, and ``spec.nodeName`` of the
     stored pod for pods/status and pod deletes. Without them those writes are
     denied with a reason saying so, never silently allowed."""
+    return _decide(attrs, new_obj, old_obj, early=False)
+
+
+def prefilter(attrs: RequestAttributes) -> Decision:
+    """The early check, before the body is decoded or the stored object read
+    (and the only check for list, watch and other object-less requests).
+
+    It denies what no object could make allowed and provisionally allows the
+    object-dependent node writes (pod status, pod delete, creating its Node
+    or Lease); for those the handler must then call :func:`authorize` with
+    the objects."""
+    return _decide(attrs, None, None, early=True)
+
+
+def _decide(attrs: RequestAttributes, new_obj: dict[str, Any] | None, old_obj: dict[str, Any] | None,
+            *, early: bool) -> Decision:
     user = attrs.user
     if MASTERS in user.groups:
         return _allow("system:masters may do everything")
@@ -249,7 +265,7 @@ def authorize(attrs: RequestAttributes, *, new_obj: dict[str, Any] | None = None
         return _deny("anonymous requests may only read /healthz, /livez, /readyz, /version and /cacerts")
     node = node_name_of(user)
     if node is not None:
-        return _authorize_node(node, attrs, new_obj, old_obj)
+        return _authorize_node(node, attrs, new_obj, old_obj, early=early)
     return _deny("no policy grants this user access to API resources")
 
 
@@ -283,6 +299,9 @@ ADMIN_ONLY_SUBRESOURCES = frozenset({
 })
 
 
+_PROVISIONAL = "provisional: decided again once the object is known"
+
+
 def _q(name: str) -> str:
     return f'"{name}"'
 
@@ -297,7 +316,8 @@ def _spec(obj: dict[str, Any] | None) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
-def _authorize_node(node: str, a: RequestAttributes, new: dict[str, Any] | None, old: dict[str, Any] | None) -> Decision:
+def _authorize_node(node: str, a: RequestAttributes, new: dict[str, Any] | None, old: dict[str, Any] | None,
+                    *, early: bool) -> Decision:
     key = (a.api_group, a.resource)
     if (a.resource, a.subresource) in ADMIN_ONLY_SUBRESOURCES:
         return _deny(f"{a.resource}/{a.subresource} is reserved for cluster admins")
@@ -307,23 +327,28 @@ def _authorize_node(node: str, a: RequestAttributes, new: dict[str, Any] | None,
         return _deny(f"node {_q(node)} may not read {_resource_name(a)}")
     target = a.name or str(_meta(new).get("name", ""))
     if key == ("", "nodes"):
-        return _node_write(node, a, target, new, old)
+        return _node_write(node, a, target, new, old, early=early)
     if key == ("coordination.k8s.io", "leases"):
-        if a.namespace == NODE_LEASE_NAMESPACE and target == node and a.verb != "deletecollection":
-            return _allow("a node manages its own lease")
+        if a.namespace == NODE_LEASE_NAMESPACE and a.verb != "deletecollection":
+            if target == node:
+                return _allow("a node manages its own lease")
+            if early and not target:
+                return _allow(_PROVISIONAL)
         return _deny(f"node {_q(node)} is not allowed to modify lease {a.namespace}/{target or '*'}")
     if key == ("", "pods"):
-        return _pod_write(node, a, old)
+        return _pod_write(node, a, old, early=early)
     if a.resource == "events" and a.api_group in ("", "events.k8s.io") and a.verb in ("create", "patch"):
         return _allow("nodes record events")
     return _deny(f"node {_q(node)} may only write its own Node and Lease, the status of its pods, and events")
 
 
 def _node_write(node: str, a: RequestAttributes, target: str, new: dict[str, Any] | None,
-                old: dict[str, Any] | None) -> Decision:
+                old: dict[str, Any] | None, *, early: bool) -> Decision:
     if a.verb not in ("create", "update", "patch") or a.subresource not in ("", "status"):
         return _deny(f"node {_q(node)} is not allowed to {a.verb} {_resource_name(a)}")
     if not target:
+        if early:
+            return _allow(_PROVISIONAL)
         return _deny("cannot check which node is created without the object (pass new_obj)")
     if target != node:
         return _deny(f"node {_q(node)} is not allowed to modify node {_q(target)}")
@@ -353,8 +378,10 @@ def _restricted_labels(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in labels.items() if isinstance(k, str) and k.startswith(RESTRICTED_LABEL_PREFIX)}
 
 
-def _pod_write(node: str, a: RequestAttributes, old: dict[str, Any] | None) -> Decision:
+def _pod_write(node: str, a: RequestAttributes, old: dict[str, Any] | None, *, early: bool) -> Decision:
     bound_here = old is not None and _spec(old).get("nodeName") == node
+    if early and old is None and (a.subresource, a.verb) in (("status", "update"), ("status", "patch"), ("", "delete")):
+        return _allow(_PROVISIONAL)
     if a.subresource == "status" and a.verb in ("update", "patch"):
         if bound_here:
             return _allow("a node reports status of its pods")

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 
 from edgectl.server.auth import (
     ANONYMOUS, AUTHENTICATED, Authenticator, RequestAttributes, UserInfo, authorize,
-    forbidden_message, request_attributes,
+    forbidden_message, prefilter, request_attributes,
 )
 from edgectl.server.pki.issue import issue_leaf, new_ca, now_utc
 
@@ -275,3 +275,44 @@ def test_forbidden_message_matches_upstream_wording() -> None:
     assert msg.startswith('pods is forbidden: User "system:node:a" cannot create resource "pods" in API group "" in the namespace "default"')
     attrs = request_attributes(ANONYMOUS, "GET", "/api", {})
     assert forbidden_message(attrs, authorize(attrs)).startswith('forbidden: User "system:anonymous" cannot get path "/api"')
+
+
+@pytest.mark.parametrize("attrs, new, old, allowed, reason", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_prefilter_is_never_stricter_than_authorize(attrs: RequestAttributes, new: Any, old: Any, allowed: bool, reason: str) -> None:
+    early = prefilter(attrs)
+    if allowed:
+        assert early.allowed, early.reason
+    if not early.allowed:  # an early denial must be final whatever the objects are
+        assert not authorize(attrs, new_obj=new, old_obj=old).allowed
+
+
+@pytest.mark.parametrize(
+    "attrs, allowed",
+    [
+        (R(NODE_A, "patch", "pods", sub="status", ns="default", name="p"), True),
+        (R(NODE_A, "delete", "pods", ns="default", name="p"), True),
+        (R(NODE_A, "create", "nodes"), True),
+        (R(NODE_A, "create", "leases", group=LEASE, ns="kube-node-lease"), True),
+        (R(NODE_A, "list", "pods"), True),
+        (R(NODE_A, "watch", "nodes"), True),
+        (R(NODE_A, "create", "leases", group=LEASE, ns="default"), False),
+        (R(NODE_A, "patch", "nodes", name="b"), False),
+        (R(NODE_A, "create", "pods", ns="default"), False),
+        (R(NODE_A, "patch", "pods", ns="default", name="p"), False),
+        (R(NODE_A, "deletecollection", "pods", ns="default"), False),
+        (R(NODE_A, "list", "secrets"), False),
+        (R(NODE_A, "create", "pods", sub="exec", ns="default", name="p"), False),
+        (R(ALICE, "list", "pods"), False),
+        (R(ANONYMOUS, "create", "nodes"), False),
+    ],
+)
+def test_prefilter(attrs: RequestAttributes, allowed: bool) -> None:
+    assert prefilter(attrs).allowed is allowed
+
+
+def test_provisional_node_writes_are_decided_with_objects() -> None:
+    status = R(NODE_A, "patch", "pods", sub="status", ns="default", name="p")
+    assert "provisional" in prefilter(status).reason
+    assert not authorize(status, new_obj=pod("b"), old_obj=pod("b")).allowed
+    create = R(NODE_A, "create", "nodes")
+    assert prefilter(create).allowed and not authorize(create, new_obj=node_obj("b")).allowed
