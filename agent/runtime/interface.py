@@ -117,8 +117,9 @@ class Runtime(Protocol):
         after undoing whatever it had done.
         """
 
-    async def stop_sandbox(self, pod: PodSpec, sandbox: Sandbox) -> None:
-        """CNI DEL, delete the netns and the pod's runtime files. Idempotent;
+    async def stop_sandbox(self, pod: PodSpec, sandbox: Sandbox, *, remove: bool = False) -> None:
+        """CNI DEL and delete the netns (the IP is free afterwards); with
+        ``remove`` also delete the pod's runtime files and logs. Idempotent;
         every container must already have exited."""
 
     async def start_container(

@@ -1,0 +1,479 @@
+"""PodManager: keeps this node's pods as the API wants them (a reconcile loop).
+
+The agent calls :meth:`PodManager.sync` with every pod bound to the node
+(on each watch event; cheap and idempotent) and receives status through
+``on_change(uid, status)`` (``status`` is ``None`` once a deleted pod is gone).
+One loop reconciles every pod: create the sandbox, apply
+:func:`lifecycle.plan`, notice exits, terminate what is deleted. Nothing is
+incremental: each pass compares records with the desired list, so a missed
+event is repaired by the next pass.
+
+State lives in ``<data_dir>/pods/<uid>/state.json`` (pod, sandbox, container
+handles with PIDs and their start times). After an agent restart the records
+are loaded, running containers are adopted (their shims kept running), and
+pods missing from the first sync are terminated and cleaned up.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from edgectl import paths
+from edgectl.log import fields
+
+from . import lifecycle, podfiles
+from .interface import (
+    ContainerLogs, ContainerProcess, ContainerStartError, PodNetwork, Runtime, Sandbox, SandboxError,
+)
+from .lifecycle import Backoff, ContainerRecord
+from .shim import proc_start_ticks
+from .spec import PodSpec, PodSpecError, parse_pod
+
+log = logging.getLogger(__name__)
+
+StatusCallback = Callable[[str, "dict[str, Any] | None"], None]
+
+
+@dataclass(kw_only=True)
+class PodRecord:
+    """Everything the manager remembers about one pod (persisted as JSON)."""
+
+    doc: dict[str, Any]  # the pod as last desired
+    spec: PodSpec
+    containers: dict[str, ContainerRecord]
+    start_time: float
+    sandbox: Sandbox | None = None
+    sandbox_error: str = ""
+    sandbox_not_before: float = 0.0
+    sandbox_level: int = 0
+    network_released: bool = False  # a finished pod gives its IP back
+    term_deadline: float | None = None  # set when termination began
+    term_killed: bool = False
+    since: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    @property
+    def uid(self) -> str:
+        return self.spec.uid
+
+    @classmethod
+    def new(cls, doc: dict[str, Any], spec: PodSpec, *, now: float) -> "PodRecord":
+        names = [c.name for c in spec.init_containers + spec.containers]
+        return cls(doc=doc, spec=spec, start_time=now, containers={n: ContainerRecord(name=n) for n in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pod": self.doc, "start_time": self.start_time,
+            "sandbox": self.sandbox.to_dict() if self.sandbox else None,
+            "sandbox_error": self.sandbox_error, "sandbox_not_before": self.sandbox_not_before,
+            "sandbox_level": self.sandbox_level, "network_released": self.network_released,
+            "term_deadline": self.term_deadline, "term_killed": self.term_killed,
+            "since": {k: list(v) for k, v in self.since.items()},
+            "containers": {n: r.to_dict() for n, r in self.containers.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "PodRecord":
+        spec = parse_pod(doc["pod"])
+        rec = cls.new(doc["pod"], spec, now=float(doc["start_time"]))
+        rec.sandbox = Sandbox.from_dict(doc["sandbox"]) if doc.get("sandbox") else None
+        rec.sandbox_error = doc.get("sandbox_error", "")
+        rec.sandbox_not_before = float(doc.get("sandbox_not_before", 0.0))
+        rec.sandbox_level = int(doc.get("sandbox_level", 0))
+        rec.network_released = bool(doc.get("network_released", False))
+        rec.term_deadline = doc.get("term_deadline")
+        rec.term_killed = bool(doc.get("term_killed", False))
+        rec.since = {k: (v[0], float(v[1])) for k, v in (doc.get("since") or {}).items()}
+        for name, c in (doc.get("containers") or {}).items():
+            if name in rec.containers:
+                rec.containers[name] = ContainerRecord.from_dict(c)
+        return rec
+
+
+class PodManager:
+    """Implements :class:`edgectl.agent.runtime.interface.PodView` for the kubelet API."""
+
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        data_dir: Path = paths.AGENT_DATA_DIR,
+        on_change: StatusCallback | None = None,
+        cluster: podfiles.ClusterInfo | None = None,
+        backoff: Backoff = Backoff(),
+        resync_interval: float = 2.0,
+        host_ip: str = "",
+        orphan_grace_seconds: float | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.data_dir = data_dir
+        self.on_change = on_change
+        self.cluster = cluster or podfiles.ClusterInfo()
+        self.backoff = backoff
+        self.resync_interval = resync_interval
+        self.host_ip = host_ip
+        # Grace for pods that vanished from the API (None: their own grace period).
+        self.orphan_grace_seconds = orphan_grace_seconds
+        self._pods: dict[str, PodRecord] = {}
+        self._desired: dict[str, tuple[dict[str, Any], PodSpec]] | None = None  # None until the first sync
+        self._services: list[dict[str, Any]] = []
+        self._published: dict[str, dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+        self._watched: dict[int, int] = {}  # shim pid -> pidfd
+        self._loaded = False
+        self._closed = False
+
+    # ---- agent-facing API ------------------------------------------------------
+
+    def sync(self, desired_pods: list[dict[str, Any]]) -> None:
+        """Declare the complete set of pods that should run here. Bad pods are
+        logged and skipped; everything else is reconciled by :meth:`run`."""
+        desired: dict[str, tuple[dict[str, Any], PodSpec]] = {}
+        for doc in desired_pods:
+            try:
+                spec = parse_pod(doc)
+            except PodSpecError as exc:
+                log.warning("ignoring pod", extra=fields(error=str(exc)))
+                continue
+            desired[spec.uid] = (doc, spec)
+        self._desired = desired
+        self._wake.set()
+
+    def set_services(self, services: list[dict[str, Any]]) -> None:
+        """Services whose env vars new containers get (kubelet's service links)."""
+        self._services = list(services)
+
+    def status(self, uid: str) -> dict[str, Any] | None:
+        rec = self._pods.get(uid)
+        return self._status(rec) if rec else None
+
+    async def run(self) -> None:
+        """Reconcile until cancelled or :meth:`close` is called."""
+        await self.load()
+        while not self._closed:
+            await self.reconcile()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._next_wait())
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def close(self, *, stop_pods: bool = False) -> None:
+        """Stop the loop; with ``stop_pods`` terminate every pod first (node drain)."""
+        if stop_pods:
+            self.sync([])
+            deadline = time.monotonic() + max([r.spec.grace_seconds for r in self._pods.values()] + [0]) + 10
+            while self._pods and time.monotonic() < deadline:
+                await self.reconcile()
+                await asyncio.sleep(0.05)
+        self._closed = True
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        for fd in self._watched.values():
+            loop.remove_reader(fd)
+            os.close(fd)
+        self._watched.clear()
+
+    # ---- loading and persistence -------------------------------------------------
+
+    def _pod_dir(self, uid: str) -> Path:
+        return self.data_dir / "pods" / uid
+
+    async def load(self) -> None:
+        """Re-adopt pods from disk and drop sandboxes no record knows (once)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for state in sorted(self.data_dir.glob("pods/*/state.json")):
+            try:
+                rec = PodRecord.from_dict(json.loads(state.read_text()))
+            except (OSError, ValueError, KeyError, TypeError, PodSpecError) as exc:
+                log.warning("unreadable pod state; its pod will be cleaned up",
+                            extra=fields(path=str(state), error=str(exc)))
+                continue
+            self._pods[rec.uid] = rec
+            running = [n for n, c in rec.containers.items() if c.running]
+            log.info("adopted pod", extra=fields(pod=rec.spec.key, running=",".join(running)))
+        keep = {r.sandbox.id for r in self._pods.values() if r.sandbox and not r.network_released}
+        try:
+            removed = await self.runtime.cleanup(keep_sandboxes=keep)
+        except SandboxError as exc:
+            log.warning("sandbox cleanup failed", extra=fields(error=str(exc)))
+            removed = []
+        if removed:
+            log.info("cleaned stale sandboxes", extra=fields(count=len(removed)))
+
+    def _save(self, rec: PodRecord) -> None:
+        d = self._pod_dir(rec.uid)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "state.json.tmp"
+        tmp.write_text(json.dumps(rec.to_dict()))
+        os.replace(tmp, d / "state.json")
+
+    # ---- the loop --------------------------------------------------------------
+
+    def _next_wait(self) -> float:
+        now = time.time()
+        wait = self.resync_interval
+        for rec in self._pods.values():
+            if rec.term_deadline is not None:
+                wait = min(wait, max(0.05, rec.term_deadline - now) if not rec.term_killed else 0.2)
+            if rec.sandbox is None and rec.sandbox_not_before:
+                wait = min(wait, max(0.05, rec.sandbox_not_before - now))
+            for c in rec.containers.values():
+                if not c.running and c.not_before > now:
+                    wait = min(wait, max(0.05, c.not_before - now))
+        return wait
+
+    async def reconcile(self) -> None:
+        """One pass over every known and desired pod."""
+        await self.load()
+        if self._desired is None:  # after a restart: adopt, but change nothing yet
+            for rec in list(self._pods.values()):
+                self._poll(rec)
+                self._publish(rec)
+            return
+        uids = set(self._pods) | set(self._desired)
+        results = await asyncio.gather(*(self._reconcile_pod(uid) for uid in sorted(uids)), return_exceptions=True)
+        for uid, res in zip(sorted(uids), results):
+            if isinstance(res, BaseException):
+                log.error("pod reconcile failed", exc_info=res, extra=fields(uid=uid))
+
+    async def _reconcile_pod(self, uid: str) -> None:
+        assert self._desired is not None
+        want = self._desired.get(uid)
+        rec = self._pods.get(uid)
+        now = time.time()
+        if rec is None:
+            if want is None:
+                return
+            rec = PodRecord.new(want[0], want[1], now=now)
+            self._pods[uid] = rec
+            self._save(rec)
+        elif want is not None and want[0] != rec.doc:
+            # Pods are immutable but for metadata, so keep our containers and
+            # take the new document (deletionTimestamp, grace).
+            rec.doc, rec.spec = want[0], want[1]
+            self._save(rec)
+        if want is None or rec.spec.deleting:
+            await self._terminate(rec, forget=want is None)
+            return
+        self._poll(rec)
+        phase = lifecycle.pod_phase(rec.spec, rec.containers, sandbox_ready=rec.sandbox is not None)
+        if phase in ("Succeeded", "Failed"):
+            await self._release_network(rec)
+        else:
+            await self._advance(rec, now=now)
+        self._publish(rec)
+
+    def _poll(self, rec: PodRecord) -> None:
+        """Notice containers that exited since the last pass."""
+        changed = False
+        for c in rec.containers.values():
+            if c.running and c.handle is not None:
+                result = self.runtime.poll_container(c.handle)
+                if result is None:
+                    self._watch(c.handle.data.get("shim_pid", 0), c.handle.data.get("shim_start"))
+                    continue
+                lifecycle.record_exit(c, result, backoff=self.backoff)
+                changed = True
+                log.info("container exited", extra=fields(pod=rec.spec.key, container=c.name,
+                                                          code=result.exit_code, reason=result.reason))
+        if changed:
+            self._save(rec)
+
+    def _watch(self, pid: int, start: Any) -> None:
+        """Wake the loop the moment a shim exits (it writes exit.json first)."""
+        if not pid or pid in self._watched or self._closed:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return
+        if proc_start_ticks(pid) != start:
+            os.close(fd)
+            return
+        self._watched[pid] = fd
+        loop = asyncio.get_running_loop()
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._watched.pop(pid, None)
+            self._wake.set()
+
+        loop.add_reader(fd, exited)
+
+    async def _advance(self, rec: PodRecord, *, now: float) -> None:
+        spec = rec.spec
+        if rec.sandbox is None:
+            if now < rec.sandbox_not_before:
+                return
+            try:
+                rec.sandbox = await self.runtime.run_sandbox(spec)
+                rec.sandbox_error, rec.sandbox_level, rec.network_released = "", 0, False
+            except SandboxError as exc:
+                rec.sandbox_error = str(exc)
+                rec.sandbox_level += 1
+                rec.sandbox_not_before = now + self.backoff.delay(rec.sandbox_level)
+                log.warning("pod sandbox failed", extra=fields(pod=spec.key, error=str(exc)))
+                self._save(rec)
+                return
+            self._save(rec)
+        step = lifecycle.plan(spec, rec.containers, now=now)
+        for name in step.start:
+            await self._start(rec, name)
+
+    async def _start(self, rec: PodRecord, name: str) -> None:
+        spec = rec.spec
+        container = spec.container(name)
+        assert container is not None and rec.sandbox is not None
+        c = rec.containers[name]
+        env = podfiles.container_env(spec, container, cluster=self.cluster, services=self._services)
+        try:
+            handle = await self.runtime.start_container(
+                spec, rec.sandbox, container, restart_count=lifecycle.next_restart_count(c), env=env)
+        except ContainerStartError as exc:
+            if c.waiting_reason != exc.reason or c.waiting_message != str(exc):
+                log.warning("container not started", extra=fields(pod=spec.key, container=name, reason=exc.reason,
+                                                                   error=str(exc)))
+            lifecycle.record_refused(c, reason=exc.reason, message=str(exc), now=time.time(), backoff=self.backoff)
+        else:
+            lifecycle.record_start(c, handle)
+            self._watch(handle.data.get("shim_pid", 0), handle.data.get("shim_start"))
+        self._save(rec)
+
+    async def _release_network(self, rec: PodRecord) -> None:
+        if rec.sandbox is None or rec.network_released:
+            return
+        try:
+            await self.runtime.stop_sandbox(rec.spec, rec.sandbox)
+        except SandboxError as exc:
+            log.warning("releasing pod network failed", extra=fields(pod=rec.spec.key, error=str(exc)))
+            return
+        rec.network_released = True
+        self._save(rec)
+
+    async def _terminate(self, rec: PodRecord, *, forget: bool) -> None:
+        """SIGTERM, grace period, SIGKILL; then release the sandbox and, for
+        pods gone from the API, forget them."""
+        now = time.time()
+        self._poll(rec)
+        running = [c for c in rec.containers.values() if c.running and c.handle]
+        if rec.term_deadline is None:
+            grace = float(rec.spec.grace_seconds)
+            if forget and self.orphan_grace_seconds is not None:
+                grace = self.orphan_grace_seconds
+            rec.term_deadline = now + grace
+            for c in running:
+                self.runtime.signal_container(c.handle, signal.SIGTERM if grace > 0 else signal.SIGKILL)  # type: ignore[arg-type]
+            log.info("terminating pod", extra=fields(pod=rec.spec.key, grace=grace, running=len(running)))
+            self._save(rec)
+        elif running and now >= rec.term_deadline and not rec.term_killed:
+            for c in running:
+                self.runtime.signal_container(c.handle, signal.SIGKILL)  # type: ignore[arg-type]
+            rec.term_killed = True
+            log.info("grace period over, killed", extra=fields(pod=rec.spec.key, running=len(running)))
+            self._save(rec)
+        if running:
+            self._publish(rec)
+            return
+        if rec.sandbox is not None and (forget or not rec.network_released):
+            try:
+                await self.runtime.stop_sandbox(rec.spec, rec.sandbox, remove=forget)  # type: ignore[call-arg]
+            except SandboxError as exc:
+                log.warning("pod teardown failed; will retry", extra=fields(pod=rec.spec.key, error=str(exc)))
+                return
+            rec.network_released = True
+        if forget:
+            shutil.rmtree(self._pod_dir(rec.uid), ignore_errors=True)
+            del self._pods[rec.uid]
+            self._published.pop(rec.uid, None)
+            log.info("pod removed", extra=fields(pod=rec.spec.key))
+            if self.on_change:
+                self.on_change(rec.uid, None)
+            return
+        self._save(rec)
+        self._publish(rec)
+
+    # ---- status -------------------------------------------------------------------
+
+    def _status(self, rec: PodRecord) -> dict[str, Any]:
+        def build() -> dict[str, Any]:
+            return lifecycle.pod_status(
+                rec.spec, rec.containers, runtime=self.runtime.name,
+                ips=rec.sandbox.ips if rec.sandbox else (), sandbox_ready=rec.sandbox is not None,
+                sandbox_error=rec.sandbox_error, start_time=rec.start_time, host_ip=self.host_ip, since=rec.since,
+            )
+        status = build()
+        since = lifecycle.condition_times(rec.since, status["conditions"], now=time.time())
+        if since != rec.since:
+            rec.since = since
+            status = build()
+        return status
+
+    def _publish(self, rec: PodRecord) -> None:
+        status = self._status(rec)
+        if self._published.get(rec.uid) != status:
+            self._published[rec.uid] = status
+            if self.on_change:
+                try:
+                    self.on_change(rec.uid, status)
+                except Exception:  # noqa: BLE001 - a bad callback must not stop the loop
+                    log.exception("on_change callback failed", extra=fields(uid=rec.uid))
+
+    # ---- PodView: what the kubelet API reads ----------------------------------------
+
+    def find_uid(self, namespace: str, name: str) -> str | None:
+        for uid, rec in self._pods.items():
+            if rec.spec.namespace == namespace and rec.spec.name == name:
+                return uid
+        return None
+
+    def _container(self, namespace: str, pod: str, container: str) -> tuple[PodRecord, ContainerRecord] | None:
+        uid = self.find_uid(namespace, pod)
+        if uid is None:
+            return None
+        rec = self._pods[uid]
+        c = rec.containers.get(container)
+        return (rec, c) if c else None
+
+    def container_process(self, namespace: str, pod: str, container: str) -> ContainerProcess | None:
+        found = self._container(namespace, pod, container)
+        if found is None:
+            return None
+        rec, c = found
+        if not c.running or c.handle is None or proc_start_ticks(c.handle.pid) != c.handle.data.get("pid_start"):
+            return None
+        spec = rec.spec.container(container)
+        assert spec is not None
+        env = podfiles.container_env(rec.spec, spec, cluster=self.cluster, services=self._services)
+        return ContainerProcess(pod_uid=rec.uid, container=container,
+                                container_id=f"{self.runtime.name}://{c.handle.id}", pid=c.handle.pid,
+                                env=env, working_dir=spec.working_dir or "/")
+
+    def container_logs(self, namespace: str, pod: str, container: str) -> ContainerLogs | None:
+        found = self._container(namespace, pod, container)
+        if found is None:
+            return None
+        _, c = found
+        return ContainerLogs(current=c.handle.log_path if c.handle else None,
+                             previous=c.last_handle.log_path if c.last_handle else None,
+                             running=c.running)
+
+    def pod_network(self, namespace: str, pod: str) -> PodNetwork | None:
+        uid = self.find_uid(namespace, pod)
+        rec = self._pods.get(uid) if uid else None
+        if rec is None or rec.sandbox is None or rec.network_released:
+            return None
+        return PodNetwork(pod_uid=rec.uid, netns_path=rec.sandbox.netns_path, ips=rec.sandbox.ips)
+
+    def pods(self) -> list[dict[str, Any]]:
+        return [{**rec.doc, "status": self._status(rec)} for rec in self._pods.values()]
