@@ -8,8 +8,9 @@ import ipaddress
 import logging
 import ssl
 import stat
-import subprocess
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,10 +132,12 @@ def test_forced_rotation_and_cli(tls: Path, capsys: pytest.CaptureFixture[str]) 
     saved = (root.handlers[:], root.level)
     try:
         cli_main(["certificate", "rotate", "--data-dir", str(tls.parent)])
+        cli_main(["certificate", "check", "--data-dir", str(tls.parent)])
     finally:  # the CLI installs a handler on pytest's captured stderr
         root.handlers[:], root.level = saved[0], saved[1]
     out = capsys.readouterr().out
     assert all(f"rotated {n}" in out for n in LEAVES)
+    assert "server-ca" in out and "client-admin" in out and "expires" in out
     after = serials(tls)
     assert all(after[n] != mid[n] for n in LEAVES)
     # SANs survive a CLI rotation, which does not know the server's flags.
@@ -142,7 +145,7 @@ def test_forced_rotation_and_cli(tls: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_cli_on_missing_dir_is_one_line_error(tmp_path: Path) -> None:
-    exe = Path(shutil.which("edgectl") or Path(__import__("sys").executable).parent / "edgectl")
+    exe = Path(sys.executable).parent / "edgectl"
     out = subprocess.run([str(exe), "certificate", "rotate", "--data-dir", str(tmp_path / "nope")],
                          capture_output=True, text=True)
     assert out.returncode != 0
