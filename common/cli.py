@@ -17,6 +17,7 @@ from .errors import EdgectlError
 # name -> "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
     "lab": "edgectl.lab.cli:lab",
+    "server": "edgectl.server.cli:server",
     "certificate": "edgectl.server.certcli:certificate",
 }
 

@@ -1,0 +1,126 @@
+"""Unknown-field detection for ``fieldValidation`` (Strict / Warn / Ignore).
+
+Upstream decodes into typed structs, so unknown fields are dropped (Ignore),
+reported as warnings (Warn) or rejected (Strict, which kubectl sends by
+default). We describe each kind's known fields as a small schema tree. Large
+or rarely used sub-structures are left open (``ANY``) rather than guessed:
+a missing entry here would reject or drop a legitimate field, which is worse
+than letting an unknown one through.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+ANY: Any = "*"  # anything goes below here
+S: Any = "s"  # a scalar (or anything we do not descend into)
+
+
+def L(item: Any) -> list[Any]:  # noqa: N802 - reads like a type
+    return [item]
+
+
+def M(value: Any = S) -> dict[str, Any]:  # noqa: N802
+    """A map with free keys."""
+    return {"*": value}
+
+
+OWNER_REF = {k: S for k in ("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")}
+OBJECT_META: dict[str, Any] = {
+    "name": S, "generateName": S, "namespace": S, "selfLink": S, "uid": S, "resourceVersion": S,
+    "generation": S, "creationTimestamp": S, "deletionTimestamp": S, "deletionGracePeriodSeconds": S,
+    "labels": M(), "annotations": M(), "ownerReferences": L(OWNER_REF), "finalizers": L(S),
+    "managedFields": ANY,
+}
+LABEL_SELECTOR = {"matchLabels": M(), "matchExpressions": L({"key": S, "operator": S, "values": L(S)})}
+CONTAINER_PORT = {"name": S, "hostPort": S, "containerPort": S, "protocol": S, "hostIP": S}
+ENV_VAR = {"name": S, "value": S, "valueFrom": ANY}
+CONTAINER: dict[str, Any] = {
+    "name": S, "image": S, "command": L(S), "args": L(S), "workingDir": S, "ports": L(CONTAINER_PORT),
+    "envFrom": ANY, "env": L(ENV_VAR), "resources": ANY, "resizePolicy": ANY, "restartPolicy": S,
+    "restartPolicyRules": ANY, "volumeMounts": ANY, "volumeDevices": ANY, "livenessProbe": ANY,
+    "readinessProbe": ANY, "startupProbe": ANY, "lifecycle": ANY, "terminationMessagePath": S,
+    "terminationMessagePolicy": S, "imagePullPolicy": S, "securityContext": ANY, "stdin": S, "stdinOnce": S,
+    "tty": S, "targetContainerName": S,
+}
+POD_SPEC: dict[str, Any] = {
+    "volumes": L({"name": S, "*": ANY}), "initContainers": L(CONTAINER), "containers": L(CONTAINER),
+    "ephemeralContainers": L(CONTAINER), "restartPolicy": S, "terminationGracePeriodSeconds": S,
+    "activeDeadlineSeconds": S, "dnsPolicy": S, "nodeSelector": M(), "serviceAccountName": S,
+    "serviceAccount": S, "automountServiceAccountToken": S, "nodeName": S, "hostNetwork": S, "hostPID": S,
+    "hostIPC": S, "shareProcessNamespace": S, "securityContext": ANY, "imagePullSecrets": L({"name": S}),
+    "hostname": S, "subdomain": S, "affinity": ANY, "schedulerName": S, "tolerations": ANY,
+    "hostAliases": ANY, "priorityClassName": S, "priority": S, "dnsConfig": ANY, "readinessGates": ANY,
+    "runtimeClassName": S, "enableServiceLinks": S, "preemptionPolicy": S, "overhead": ANY,
+    "topologySpreadConstraints": ANY, "setHostnameAsFQDN": S, "os": ANY, "hostUsers": S,
+    "schedulingGates": ANY, "resourceClaims": ANY, "resources": ANY, "hostnameOverride": S,
+}
+PEER = {"podSelector": LABEL_SELECTOR, "namespaceSelector": LABEL_SELECTOR, "ipBlock": {"cidr": S, "except": L(S)}}
+NP_PORT = {"protocol": S, "port": S, "endPort": S}
+SERVICE_PORT = {"name": S, "protocol": S, "appProtocol": S, "port": S, "targetPort": S, "nodePort": S}
+SERVICE_SPEC = {
+    "ports": L(SERVICE_PORT), "selector": M(), "clusterIP": S, "clusterIPs": L(S), "type": S,
+    "externalIPs": L(S), "sessionAffinity": S, "loadBalancerIP": S, "loadBalancerSourceRanges": L(S),
+    "externalName": S, "externalTrafficPolicy": S, "healthCheckNodePort": S, "publishNotReadyAddresses": S,
+    "sessionAffinityConfig": ANY, "ipFamilies": L(S), "ipFamilyPolicy": S, "allocateLoadBalancerNodePorts": S,
+    "loadBalancerClass": S, "internalTrafficPolicy": S, "trafficDistribution": S,
+}
+TOP = {"apiVersion": S, "kind": S, "metadata": OBJECT_META}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "pods": {**TOP, "spec": POD_SPEC, "status": ANY},
+    "nodes": {**TOP, "spec": {"podCIDR": S, "podCIDRs": L(S), "providerID": S, "unschedulable": S, "taints": ANY,
+                              "configSource": ANY, "externalID": S}, "status": ANY},
+    "namespaces": {**TOP, "spec": {"finalizers": L(S)}, "status": ANY},
+    "services": {**TOP, "spec": SERVICE_SPEC, "status": ANY},
+    "endpoints": {**TOP, "subsets": ANY},
+    "configmaps": {**TOP, "data": M(), "binaryData": M(), "immutable": S},
+    "secrets": {**TOP, "data": M(), "stringData": M(), "type": S, "immutable": S},
+    "serviceaccounts": {**TOP, "secrets": ANY, "imagePullSecrets": ANY, "automountServiceAccountToken": S},
+    "events": {**TOP, **{k: ANY for k in (
+        "involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type",
+        "eventTime", "series", "action", "related", "reportingComponent", "reportingInstance")}},
+    "leases": {**TOP, "spec": {k: S for k in (
+        "holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime", "leaseTransitions",
+        "strategy", "preferredHolder")}},
+    "networkpolicies": {**TOP, "spec": {
+        "podSelector": LABEL_SELECTOR,
+        "ingress": L({"ports": L(NP_PORT), "from": L(PEER)}),
+        "egress": L({"ports": L(NP_PORT), "to": L(PEER)}),
+        "policyTypes": L(S),
+    }, "status": ANY},
+}
+
+
+def unknown_fields(plural: str, obj: Any, *, prune: bool = False) -> list[str]:
+    """Paths of fields the kind does not have (``spec.foo``, ``spec.containers[0].bar``).
+    With ``prune``, they are also removed from ``obj`` in place."""
+    schema = SCHEMAS.get(plural)
+    if schema is None:
+        return []
+    out: list[str] = []
+    _walk(schema, obj, "", out, prune)
+    return out
+
+
+def _walk(schema: Any, value: Any, path: str, out: list[str], prune: bool) -> None:
+    if schema is ANY or schema is S:
+        return
+    if isinstance(schema, list):
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                _walk(schema[0], item, f"{path}[{i}]", out, prune)
+        return
+    if not isinstance(schema, dict) or not isinstance(value, dict):
+        return
+    free = schema.get("*")
+    for key in list(value):
+        sub = schema.get(key)
+        if sub is None:
+            if free is not None:
+                _walk(free, value[key], f"{path}.{key}" if path else key, out, prune)
+                continue
+            out.append(f"{path}.{key}" if path else key)
+            if prune:
+                del value[key]
+            continue
+        _walk(sub, value[key], f"{path}.{key}" if path else key, out, prune)
