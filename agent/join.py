@@ -13,6 +13,7 @@ thread in async code. ``server_url`` may be the local load balancer later.
 """
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import os
@@ -31,6 +32,7 @@ from edgectl.joinproto import (
 )
 
 PASSWORD_FILE = "node-password"
+RENEW_WITHIN = dt.timedelta(days=90)  # as the server rotates its own leaves
 MAX_REPLY = 1024 * 1024
 
 
@@ -67,6 +69,21 @@ class JoinResult:
     @property
     def client_ca(self) -> Path:
         return self.tls_dir / "client-ca.crt"
+
+    def renewal_due(self, *, within: dt.timedelta = RENEW_WITHIN, now: dt.datetime | None = None) -> bool:
+        """True when a node cert is missing, unreadable or within ``within`` of
+        expiry; the agent then joins again (same password, fresh certs)."""
+        from cryptography import x509  # only needed here; keeps agent start-up light
+
+        now = now or dt.datetime.now(dt.timezone.utc)
+        for path in (self.client_cert, self.serving_cert):
+            try:
+                cert = x509.load_pem_x509_certificate(path.read_bytes())
+            except (OSError, ValueError):
+                return True
+            if cert.not_valid_after_utc - now <= within:
+                return True
+        return False
 
     def api_ssl_context(self) -> ssl.SSLContext:
         """TLS to the API server as this node (system:node:<name>)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import http.client
 import json
 import ssl
@@ -217,6 +218,10 @@ def test_join_end_to_end(cluster: Cluster, tmp_path: Path) -> None:
     assert who["allowed"] is True  # nodes may open the tunnel
     assert _whoami_as(cluster, result.api_ssl_context(), "/api/v1/nodes/other")["allowed"] is True  # get
     assert "edge-a" in cluster.passwords.hashes
+    assert not result.renewal_due()
+    assert result.renewal_due(now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=280))
+    result.serving_cert.write_text("garbage")
+    assert result.renewal_due()
 
 
 def test_wrong_token_secret_fails_clearly(cluster: Cluster, tmp_path: Path) -> None:
