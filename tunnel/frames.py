@@ -35,7 +35,7 @@ MAX_TARGET = 512  # bytes of "proto/host:port"
 MAX_TEXT = 1024  # reasons and messages are cut to this many bytes
 MAX_WINDOW = 2**31 - 1
 
-_HELLO = struct.Struct("!HIII")  # version, capabilities, max_frame, reserved
+_HELLO = struct.Struct("!HIII")  # version, capabilities, max_frame, session_window
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 _CODE_U32 = struct.Struct("!HI")
@@ -96,6 +96,7 @@ class Hello:
     version: int
     capabilities: int
     max_frame: int
+    session_window: int
     identity: str
 
 
@@ -121,9 +122,9 @@ def encode(ftype: FrameType, stream_id: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(ftype, 0, stream_id, len(payload)) + payload
 
 
-def encode_hello(*, version: int, capabilities: int, max_frame: int, identity: str) -> bytes:
+def encode_hello(*, version: int, capabilities: int, max_frame: int, session_window: int, identity: str) -> bytes:
     ident = identity.encode("utf-8")[:255]
-    return encode(FrameType.HELLO, 0, _HELLO.pack(version, capabilities, max_frame, 0) + bytes([len(ident)]) + ident)
+    return encode(FrameType.HELLO, 0, _HELLO.pack(version, capabilities, max_frame, session_window) + bytes([len(ident)]) + ident)
 
 
 def encode_open(stream_id: int, target: str, window: int) -> bytes:
@@ -167,16 +168,18 @@ def decode_hello(payload: bytes | memoryview) -> Hello:
     (version,) = _U16.unpack_from(payload, 0)
     if version != PROTOCOL_VERSION:
         # Only the version field is guaranteed across versions; the rest may differ.
-        return Hello(version, 0, 0, "")
+        return Hello(version, 0, 0, 0, "")
     if len(payload) < _HELLO.size + 1:
         raise ProtocolError("HELLO payload too short")
-    version, caps, max_frame, _reserved = _HELLO.unpack_from(payload, 0)
+    version, caps, max_frame, session_window = _HELLO.unpack_from(payload, 0)
     n = payload[_HELLO.size]
     if len(payload) != _HELLO.size + 1 + n:
         raise ProtocolError("HELLO identity length does not match the payload")
     if not MIN_MAX_FRAME <= max_frame <= MAX_FRAME_LIMIT:
         raise ProtocolError(f"HELLO max_frame {max_frame} outside [{MIN_MAX_FRAME}, {MAX_FRAME_LIMIT}]")
-    return Hello(version, caps, max_frame, _text(payload[_HELLO.size + 1 :], "HELLO identity"))
+    if session_window > MAX_WINDOW:
+        raise FlowControlError(f"HELLO session window {session_window} exceeds 2^31-1")
+    return Hello(version, caps, max_frame, session_window, _text(payload[_HELLO.size + 1 :], "HELLO identity"))
 
 
 def decode_open(payload: bytes | memoryview) -> tuple[int, str]:

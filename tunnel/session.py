@@ -13,8 +13,10 @@ Flow control (see docs/tunnel-protocol.md, "Flow control"):
 - The receiver re-grants once half the window has been consumed. If the
   previous grant happened less than two RTTs ago the window was too small for
   the bandwidth-delay product, so it doubles (up to ``max_window``).
-- Credit granted plus bytes buffered, over all streams, never exceeds
-  ``session_buffer``; streams that could not be granted wait in ``_starved``.
+- A session-wide window (WINDOW_UPDATE on stream 0, initial value in HELLO)
+  caps the bytes in flight plus buffered over all streams, as HTTP/2's
+  connection window does: the receiver never buffers more than
+  ``session_buffer`` in total, whatever credit idle streams still hold.
 - The writer serves streams round-robin, at most ``write_quantum`` bytes per
   turn, so a bulk stream cannot starve an interactive one.
 """
@@ -61,7 +63,7 @@ class SessionConfig:
     max_frame: int = fr.DEFAULT_MAX_FRAME  # largest payload we accept (sent in HELLO)
     initial_window: int = 256 * KiB
     max_window: int = 16 * MiB
-    session_buffer: int = 64 * MiB  # credit granted + bytes buffered, all streams
+    session_buffer: int = 64 * MiB  # session window: bytes buffered, all streams
     write_quantum: int = 256 * KiB  # round-robin share per stream per turn
     ping_interval: float = 10.0
     dead_after: float = 30.0
@@ -70,8 +72,8 @@ class SessionConfig:
     def __post_init__(self) -> None:
         if not fr.MIN_MAX_FRAME <= self.max_frame <= fr.MAX_FRAME_LIMIT:
             raise ValueError(f"max_frame must be in [{fr.MIN_MAX_FRAME}, {fr.MAX_FRAME_LIMIT}]")
-        if not 0 < self.initial_window <= self.max_window <= fr.MAX_WINDOW:
-            raise ValueError("need 0 < initial_window <= max_window <= 2^31-1")
+        if not 0 < self.initial_window <= self.max_window <= self.session_buffer <= fr.MAX_WINDOW:
+            raise ValueError("need 0 < initial_window <= max_window <= session_buffer <= 2^31-1")
 
 
 class _Stream:
@@ -112,13 +114,14 @@ class Session:
         self._events: list[Event] = []
         self._streams: dict[int, _Stream] = {}
         self._active: deque[_Stream] = deque()
-        self._starved: dict[int, _Stream] = {}
         self._writable: set[int] = set()
         self._next_local = 2 if side is Side.SERVER else 1
         self._last_local = 0
         self._last_peer = 0
-        self._session_credit = 0
+        self._session_credit = config.session_buffer  # peer may send this much, all streams
         self._session_buffered = 0
+        self._session_send = 0  # our session send credit (from the peer's HELLO)
+        self._session_last_update = now
         self.peer: fr.Hello | None = None
         self.peer_max_frame = fr.MIN_MAX_FRAME
         self.closed: SessionClosed | None = None
@@ -137,6 +140,7 @@ class Session:
                 capabilities=config.capabilities,
                 max_frame=config.max_frame,
                 identity=config.identity,
+                session_window=config.session_buffer,
             )
         )
         self._control.append(fr.encode_ping(_stamp(now)))
@@ -185,12 +189,13 @@ class Session:
             return b"".join(out)
         quantum = min(self.config.write_quantum, self.peer_max_frame)
         active = self._active
-        while active and size < limit:
+        while active and size < limit and self._session_send > 0:
             st = active.popleft()
-            n = min(st.out_bytes, st.send_credit, quantum, limit - size) if can_send_queue(st) else 0
+            n = min(st.out_bytes, st.send_credit, quantum, limit - size, self._session_send) if can_send_queue(st) else 0
             if n <= 0:
                 st.in_active = False
                 continue
+            self._session_send -= n
             out.append(fr.header(FrameType.DATA, st.id, n))
             self._take(st, n, out)
             size += fr.HEADER_SIZE + n
@@ -230,7 +235,7 @@ class Session:
         return ws
 
     def wants_write(self) -> bool:
-        return bool(self._control) or any(st.send_credit > 0 and st.out_bytes > 0 for st in self._active)
+        return bool(self._control) or (self._session_send > 0 and any(st.send_credit > 0 and st.out_bytes > 0 for st in self._active))
 
     # ---- timers ------------------------------------------------------------
 
@@ -331,9 +336,7 @@ class Session:
         if self.closed is not None:
             return
         self._maybe_update(st, now)
-        if self._starved:
-            for other in list(self._starved.values()):
-                self._maybe_update(other, now, starved=True)
+        self._maybe_update_session(n, now)
         self._maybe_forget(st)
 
     def goaway(self, message: str = "draining") -> None:
@@ -363,6 +366,7 @@ class Session:
 
     @property
     def granted_bytes(self) -> int:
+        """Session credit the peer still holds (bytes it may send before our next update)."""
         return self._session_credit
 
     def pending_out(self, sid: int) -> int:
@@ -400,7 +404,7 @@ class Session:
         t = f.type
         if self.peer is None and t is not FrameType.HELLO:
             raise ProtocolError(f"first frame must be HELLO, got {t.name}")
-        if (t in fr.SESSION_FRAMES) != (f.stream_id == 0):
+        if (t in fr.SESSION_FRAMES) != (f.stream_id == 0) and t is not FrameType.WINDOW_UPDATE:
             raise ProtocolError(f"{t.name} frame with stream id {f.stream_id}")
         if t is FrameType.DATA:
             self._on_data(f, now)
@@ -433,6 +437,7 @@ class Session:
             )
         self.peer = hello
         self.peer_max_frame = hello.max_frame
+        self._session_send = hello.session_window
         self._events.append(HelloReceived(hello.identity, hello.version, hello.capabilities))
         for st in self._streams.values():
             self._activate(st)
@@ -474,15 +479,19 @@ class Session:
 
     def _on_data(self, f: fr.Frame, now: float) -> None:
         st = self._peer_stream(f)
+        n = len(f.payload)
+        if n > self._session_credit:
+            raise FlowControlError(f"{n} bytes exceed the {self._session_credit} bytes of session credit")
+        self._session_credit -= n
         if st is None:
+            # Data that crossed our RST: drop it, but the peer spent session credit on it.
+            self._maybe_update_session(n, now)
             return
         if not can_receive(st.state):  # type: ignore[arg-type]
             raise ProtocolError(f"DATA on stream {st.id} in state {_name(st.state)}")
-        n = len(f.payload)
         if n > st.recv_credit:
             raise FlowControlError(f"stream {st.id} sent {n} bytes with only {st.recv_credit} bytes of credit")
         st.recv_credit -= n
-        self._session_credit -= n
         st.buffered += n
         self._session_buffered += n
         st.bytes_in += n
@@ -491,8 +500,13 @@ class Session:
             self._events.append(DataReceived(st.id, f.payload))
 
     def _on_window_update(self, f: fr.Frame) -> None:
-        st = self._peer_stream(f)
         inc = fr.decode_window_update(f.payload)
+        if f.stream_id == 0:
+            if self._session_send + inc > fr.MAX_WINDOW:
+                raise FlowControlError("WINDOW_UPDATE overflows the session window")
+            self._session_send += inc
+            return
+        st = self._peer_stream(f)
         if st is None:
             return
         if st.send_credit + inc > fr.MAX_WINDOW:
@@ -505,10 +519,7 @@ class Session:
         if st is None:
             return
         self._transition(st, Ev.RECV_FIN, remote=True)
-        # No more data can arrive: return the unused credit to the session budget.
-        self._session_credit -= st.recv_credit
-        st.recv_credit = 0
-        self._starved.pop(st.id, None)
+        st.recv_credit = 0  # no more data can arrive
         self._events.append(StreamEnded(st.id))
         self._maybe_forget(st)
 
@@ -577,54 +588,43 @@ class Session:
             st.in_active = True
             self._active.append(st)
 
-    def _available(self) -> int:
-        return self.config.session_buffer - self._session_credit - self._session_buffered
-
     def _grant_initial(self, st: _Stream, now: float) -> int:
-        st.window = self.config.initial_window
-        grant = max(0, min(st.window, self._available()))
-        st.recv_credit = grant
-        self._session_credit += grant
+        st.window = st.recv_credit = self.config.initial_window
         st.last_update = now
-        if grant < st.window:
-            self._starved[st.id] = st
-        return grant
+        return st.window
 
-    def _maybe_update(self, st: _Stream, now: float, *, starved: bool = False) -> None:
-        if st.state is not None and not can_receive(st.state) and st.state is not StreamState.OPENING:
-            self._starved.pop(st.id, None)
+    def _maybe_update(self, st: _Stream, now: float) -> None:
+        """Re-grant stream credit once half the window was consumed (auto-tuning it)."""
+        if st.state is not StreamState.OPEN and st.state is not StreamState.HALF_LOCAL:
             return
         unreleased = st.window - st.recv_credit - st.buffered
-        if unreleased < (1 if starved else st.window // 2):
+        if unreleased < st.window // 2:
             return
         rtt = max(self.srtt or 0.0, self.config.min_rtt)
-        if not starved and now - st.last_update < 2 * rtt and st.window < self.config.max_window:
+        if now - st.last_update < 2 * rtt and st.window < self.config.max_window:
             # Half a window went by in under two RTTs: the window limits throughput.
             grow = min(st.window, self.config.max_window - st.window)
             st.window += grow
             unreleased += grow
-        inc = min(unreleased, self._available())
-        if inc <= 0:
-            self._starved[st.id] = st
-            return
-        if inc < unreleased:
-            self._starved[st.id] = st
-        else:
-            self._starved.pop(st.id, None)
-        st.recv_credit += inc
-        self._session_credit += inc
+        st.recv_credit += unreleased
         st.last_update = now
-        self._control.append(fr.encode_window_update(st.id, inc))
+        self._control.append(fr.encode_window_update(st.id, unreleased))
+
+    def _maybe_update_session(self, n: int, now: float) -> None:
+        unreleased = self.config.session_buffer - self._session_credit - self._session_buffered
+        if unreleased >= self.config.session_buffer // 4:
+            self._session_credit += unreleased
+            self._control.append(fr.encode_window_update(0, unreleased))
 
     def _release(self, st: _Stream) -> None:
-        """Return the stream's credit and buffered bytes to the session budget."""
-        self._session_credit -= st.recv_credit
-        self._session_buffered -= st.buffered
+        """Drop the stream's buffers; buffered bytes go back to the session window."""
+        if st.buffered:
+            self._session_buffered -= st.buffered
+            self._maybe_update_session(st.buffered, 0.0)
         st.recv_credit = 0
         st.buffered = 0
         st.out.clear()
         st.out_bytes = 0
-        self._starved.pop(st.id, None)
 
     def _forget(self, st: _Stream) -> None:
         self._release(st)
