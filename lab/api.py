@@ -122,6 +122,13 @@ class Lab:
         except KeyError:
             raise LabError(f"node {node} is not on network {net!r} (its networks: {', '.join(n.networks)})") from None
 
+    def host_port(self, node: str, node_port: int) -> int:
+        """Where ``node_port`` of ``node`` is published on 127.0.0.1 in the root namespace."""
+        for p in self.topology.node(self._node(node).name).publish:
+            if p.node_port == node_port:
+                return p.host_port
+        raise LabError(f"{self.name}/{node}: port {node_port} is not published")
+
     def address_for(self, src: str, dst: str) -> str:
         """The address of ``dst`` that ``src`` should use: on a shared network if any, else dst's first."""
         shared = self.topology.shared_networks(src, dst)
@@ -176,6 +183,16 @@ class Lab:
                     return
             if time.monotonic() > deadline:
                 raise LabError(f"{self.name}/{node}: nothing listens on {host}:{port} after {timeout}s")
+            time.sleep(0.02)
+
+    def wait_listening(self, node: str, port: int, *, udp: bool = False, timeout: float = 10.0) -> None:
+        """Wait until a socket listens on ``port`` in the node, without connecting to it
+        (for one-shot servers such as ``iperf3 -s -1``, which a probe connection would consume)."""
+        deadline = time.monotonic() + timeout
+        flags = "-Hlun" if udp else "-Hltn"
+        while not self.exec(node, ["ss", flags, f"sport = :{port}"]).stdout.strip():
+            if time.monotonic() > deadline:
+                raise LabError(f"{self.name}/{node}: nothing listens on port {port} after {timeout}s")
             time.sleep(0.02)
 
     # ---- status
