@@ -1,0 +1,49 @@
+"""Small in-process controllers: node IPAM, node lifecycle, scheduler, and the
+``default/kubernetes`` Service. Each is one module with pure decision
+functions and a ``reconcile()`` run by ``loop.run_loop`` (watch + resync)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Controllers:
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def start_all(
+    registry: Registry,
+    *,
+    server_addresses: Sequence[str],
+    https_port: int = 6443,
+    cluster_cidr: str = "10.42.0.0/16",
+    service_cidr: str = "10.43.0.0/16",
+    node_grace: float = 40.0,
+    resync: float = 30.0,
+) -> Controllers:
+    """Start every controller as a task on the running loop."""
+    from .apiservice import KubernetesService
+    from .ipam import NodeIPAM
+    from .lifecycle import NodeLifecycle
+    from .scheduler import Scheduler
+
+    runners = {
+        "node-ipam": NodeIPAM(registry, cluster_cidr=cluster_cidr).run(resync=resync),
+        "node-lifecycle": NodeLifecycle(registry, grace=node_grace).run(resync=resync),
+        "scheduler": Scheduler(registry).run(resync=resync),
+        "kubernetes-service": KubernetesService(registry, server_addresses=server_addresses, https_port=https_port,
+                                                service_cidr=service_cidr).run(resync=resync),
+    }
+    return Controllers([asyncio.create_task(coro, name=f"controller-{name}") for name, coro in runners.items()])

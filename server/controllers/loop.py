@@ -1,0 +1,91 @@
+"""The one loop every controller runs: watch + coalesced full reconcile + resync.
+
+Any change to a watched resource sets one flag; the loop then runs a single
+full ``reconcile()``, however many events arrived meanwhile (kube-router's
+pattern). ``reconcile`` may return a delay after which it wants to run again
+(a deadline such as "this node's lease expires in 12 s"); otherwise a periodic
+resync repairs anything a dropped watch missed. Errors are logged and retried
+with backoff; a controller never dies.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from edgectl.log import fields
+
+from ..registry import Registry, WatchStream
+from ..resources import Resource
+
+log = logging.getLogger(__name__)
+
+Reconcile = Callable[[], Awaitable[float | None]]
+
+
+async def _open(registry: Registry, res: Resource, namespace: str | None) -> WatchStream:
+    rev = await registry.store.current_revision()
+    return await registry.watch(res, namespace, resource_version=str(rev), send_initial=False)
+
+
+async def run_loop(
+    name: str,
+    registry: Registry,
+    watches: Sequence[tuple[Resource, str | None]],
+    reconcile: Reconcile,
+    *,
+    resync: float = 30.0,
+    max_backoff: float = 30.0,
+) -> None:
+    wake = asyncio.Event()
+
+    async def pump(res: Resource, namespace: str | None, stream: WatchStream) -> None:
+        while True:
+            try:
+                async for ev in stream:
+                    wake.set()
+                    if ev.type == "ERROR":
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("controller watch failed", extra=fields(controller=name, resource=res.plural))
+            finally:
+                await stream.close()
+            wake.set()  # events may have been missed while the watch was down
+            await asyncio.sleep(1.0)
+            try:
+                stream = await _open(registry, res, namespace)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("controller re-watch failed", extra=fields(controller=name, resource=res.plural))
+
+    # Open every watch before the first reconcile, so nothing falls between them.
+    streams = [await _open(registry, res, ns) for res, ns in watches]
+    pumps = [asyncio.create_task(pump(res, ns, s), name=f"{name}-watch-{res.plural}")
+             for (res, ns), s in zip(watches, streams)]
+    wake.set()
+    backoff = 0.5
+    delay: float | None = None
+    try:
+        while True:
+            timeout = resync if delay is None else min(resync, max(delay, 0.0))
+            try:
+                await asyncio.wait_for(wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            wake.clear()
+            try:
+                delay = await reconcile()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile failed; retrying", extra=fields(controller=name, retry_in_s=backoff))
+                delay = backoff
+                backoff = min(backoff * 2, max_backoff)
+    finally:
+        for t in pumps:
+            t.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
