@@ -127,7 +127,10 @@ def join(*, server_url: str, token: str, data_dir: Path, node_name: str,
         raise JoinError("the node certificate reply names a different server CA than /cacerts")
 
     result = JoinResult(node_name, config, data_dir / "tls")
-    _write_certs(result, certs)
+    try:
+        _write_certs(result, certs)
+    except OSError as exc:
+        raise JoinError(f"cannot write node certificates under {result.tls_dir}: {exc.strerror or exc}") from None
     return result
 
 
@@ -194,13 +197,16 @@ def _status_message(body: bytes) -> str:
 def _node_password(data_dir: Path) -> str:
     """This machine's node password; created once and reused across restarts."""
     path = data_dir / PASSWORD_FILE
-    if path.exists():
-        password = path.read_text().strip()
-        if not password:
-            raise JoinError(f"{path} is empty; delete it only if this machine should become a new node")
-        return password
-    password = secrets.token_hex(16)
-    _write(path, f"{password}\n".encode(), mode=0o600)
+    try:
+        if path.exists():
+            password = path.read_text().strip()
+            if not password:
+                raise JoinError(f"{path} is empty; delete it only if this machine should become a new node")
+            return password
+        password = secrets.token_hex(16)
+        _write(path, f"{password}\n".encode(), mode=0o600)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JoinError(f"cannot use the node password file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return password
 
 

@@ -38,17 +38,20 @@ def load_or_create_token(data_dir: Path, ca_pem: bytes, *, secret: str | None = 
     """
     path = data_dir / TOKEN_FILE
     existing: JoinToken | None = None
-    if path.exists():
-        try:
-            existing = parse_token(path.read_text())
-        except TokenError as exc:
-            raise TokenError(f"{path}: {exc} (fix or delete the file to generate a new token)") from None
-    if secret is None:
-        secret = existing.secret if existing else generate_secret()
-    token = make_token(ca_pem, secret)
-    if existing != token:
-        write_atomic(path, f"{token}\n".encode(), mode=0o600)
-        log.info("wrote join token", extra=fields(path=str(path), new_secret=existing is None or existing.secret != secret))
+    try:
+        if path.exists():
+            try:
+                existing = parse_token(path.read_text())
+            except TokenError as exc:
+                raise TokenError(f"{path}: {exc} (fix or delete the file to generate a new token)") from None
+        if secret is None:
+            secret = existing.secret if existing else generate_secret()
+        token = make_token(ca_pem, secret)
+        if existing != token:
+            write_atomic(path, f"{token}\n".encode(), mode=0o600)
+            log.info("wrote join token", extra=fields(path=str(path), new_secret=existing is None or existing.secret != secret))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenError(f"cannot use {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return token
 
 

@@ -392,3 +392,16 @@ def test_fifty_concurrent_joins(cluster: Cluster, tmp_path: Path) -> None:
         names = list(pool.map(attempt, range(50)))
     assert names == [f"edge-{i}" for i in range(50)]
     assert len(cluster.passwords.hashes) == 50
+
+
+def test_unusable_data_dir_is_a_clear_error(cluster: Cluster, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(JoinError, match="cannot use the node password file"):
+        join(server_url=cluster.url, token=cluster.token, data_dir=blocker / "agent", node_name="edge-a")
+    with pytest.raises(TokenError, match="cannot use"):
+        load_or_create_token(blocker, b"CA")
+    (tmp_path / "agent").mkdir()
+    (tmp_path / "agent" / "node-password").write_text("  \n")
+    with pytest.raises(JoinError, match="is empty"):
+        join(server_url=cluster.url, token=cluster.token, data_dir=tmp_path / "agent", node_name="edge-a")

@@ -362,3 +362,13 @@ def test_ca_close_to_expiry_warns(tls: Path, caplog: pytest.LogCaptureFixture) -
     assert any(r.getMessage() == "certificate authority expires soon" for r in caplog.records)
     # Leaves reissued then cannot outlive their CA.
     assert pki.admin.cert.not_valid_after_utc <= pki.client_ca.not_valid_after_utc
+
+
+def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(EdgectlError, match="cannot use"):
+        ClusterPKI.load_or_create(blocker / "tls", sans=[])
+    pki = ClusterPKI.load_or_create(tmp_path / "tls", sans=[])
+    with pytest.raises(EdgectlError, match="cannot use"):
+        pki.write_admin_kubeconfig(blocker / "kubeconfig", "https://127.0.0.1:6443")

@@ -15,12 +15,13 @@ year and are reissued at load when within 90 days of expiry.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import logging
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,11 +97,13 @@ class ClusterPKI:
         """Create what is missing, reissue leaves that are expiring, invalid, or
         whose SANs differ from ``sans`` (+ defaults)."""
         now = now or issue.now_utc()
-        tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tls_dir.chmod(0o700)
-        cas = {name: _load_or_create_ca(tls_dir, name, now=now) for name in ("server", "client")}
-        pki = cls(tls_dir, cas, {}, split_sans(sans))
-        pki._ensure_leaves(force=False, now=now)
+        wanted = split_sans(sans)
+        with _os_errors(tls_dir):
+            tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tls_dir.chmod(0o700)
+            cas = {name: _load_or_create_ca(tls_dir, name, now=now) for name in ("server", "client")}
+            pki = cls(tls_dir, cas, {}, wanted)
+            pki._ensure_leaves(force=False, now=now)
         return pki
 
     @classmethod
@@ -111,13 +114,14 @@ class ClusterPKI:
         if missing:
             raise EdgectlError(f"no cluster CA ({', '.join(missing)}) under {tls_dir}: start the server once to create it")
         now = now or issue.now_utc()
-        cas = {name: _load_or_create_ca(tls_dir, name, now=now) for name in ("server", "client")}
-        leaves = {name: pair for name in LEAVES if (pair := _read_pair(tls_dir, name)) is not None}
-        serving = leaves.get(SERVING)
-        dns, ips = issue.sans_of(serving.cert) if serving else (set(), set())
-        pki = cls(tls_dir, cas, leaves, split_sans(sorted(dns) + sorted(ips)))
-        if ensure:
-            pki._ensure_leaves(force=False, now=now)
+        with _os_errors(tls_dir):
+            cas = {name: _load_or_create_ca(tls_dir, name, now=now) for name in ("server", "client")}
+            leaves = {name: pair for name in LEAVES if (pair := _read_pair(tls_dir, name)) is not None}
+            serving = leaves.get(SERVING)
+            dns, ips = issue.sans_of(serving.cert) if serving else (set(), set())
+            pki = cls(tls_dir, cas, leaves, split_sans(sorted(dns) + sorted(ips)))
+            if ensure:
+                pki._ensure_leaves(force=False, now=now)
         return pki
 
     # ---- what others use ---------------------------------------------
@@ -187,7 +191,8 @@ class ClusterPKI:
 
     def rotate(self, *, force: bool, now: dt.datetime | None = None) -> list[str]:
         """Reissue leaves (all if ``force``, else only those that need it); CAs stay."""
-        return self._ensure_leaves(force=force, now=now or issue.now_utc())
+        with _os_errors(self.tls_dir):
+            return self._ensure_leaves(force=force, now=now or issue.now_utc())
 
     def write_admin_kubeconfig(self, path: Path, server_url: str) -> None:
         from edgectl.server.kubeconfig import render_kubeconfig, write_kubeconfig
@@ -196,7 +201,8 @@ class ClusterPKI:
             server_url=server_url, ca_pem=self.server_ca_pem,
             cert_pem=self.admin.cert_pem, key_pem=self.admin.key_pem,
         )
-        write_kubeconfig(path, text)
+        with _os_errors(path):
+            write_kubeconfig(path, text)
 
     def expiries(self) -> dict[str, dt.datetime]:
         """Not-after of every cert, CAs included (for `certificate check`/metrics)."""
@@ -239,6 +245,15 @@ class ClusterPKI:
             if dns != set(self._sans[0]) or ips != set(self._sans[1]):
                 return "sans-changed"
         return None
+
+
+@contextlib.contextmanager
+def _os_errors(where: Path) -> Iterator[None]:
+    """Disk trouble (read-only, permissions, full) as one clear line."""
+    try:
+        yield
+    except OSError as exc:
+        raise EdgectlError(f"cannot use {where}: {exc.strerror or exc} ({exc.filename or where})") from None
 
 
 def _check_ips(node_ips: Sequence[str]) -> list[str]:
