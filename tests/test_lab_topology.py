@@ -1,13 +1,19 @@
 """Topology schema, validation messages, address allocation and the build plan (pure, no root)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+import yaml
 
-from edgectl.lab import plan
+from edgectl.lab import netns, plan, state
+from edgectl.lab.api import Lab
 from edgectl.lab.errors import TopologyError
-from edgectl.lab.testing import EXAMPLES
+from edgectl.lab.testing import EXAMPLES, need_root
 from edgectl.lab.topology import load, parse, parse_text
 
 GOOD = """\
@@ -127,8 +133,6 @@ BAD = {
 
 @pytest.mark.parametrize("case", sorted(BAD), ids=str)
 def test_bad_input_names_file_line_and_field(tmp_path, case: str) -> None:  # type: ignore[no-untyped-def]
-    import yaml
-
     path, value, field, fragment = BAD[case]
     p = tmp_path / f"{case}.yaml"
     p.write_text(yaml.safe_dump(mutate(path, value), sort_keys=False))
@@ -211,3 +215,21 @@ def test_routes_hide_nat_inside_and_cross_plain_routers() -> None:
     routes = {r.destination: str(r.via) for r in plan.routes(routed, "h")}
     assert routes == {"10.2.0.0/24": "10.1.0.1", "10.3.0.0/24": "10.1.0.1"}
     assert {r.destination: str(r.via) for r in plan.routes(routed, "r2")} == {"10.1.0.0/24": "10.2.0.1"}
+
+
+@pytest.mark.lab
+def test_bad_input_creates_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Every bad-input class of the schema tests, through Lab.up and once through the CLI."""
+    need_root()
+    before_ns, before_labs = set(netns.list_netns()), set(state.names())
+    for case, (path, value, field, _) in BAD.items():
+        p = tmp_path / f"{case}.yaml"
+        p.write_text(yaml.safe_dump(mutate(path, value), sort_keys=False))
+        with pytest.raises(TopologyError, match=field.replace("[", r"\[").replace("]", r"\]")):
+            Lab.up(p)
+    edgectl = Path(sys.executable).parent / "edgectl"
+    res = subprocess.run([str(edgectl), "lab", "up", str(tmp_path / "unknown-kind.yaml")], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res
+    assert set(netns.list_netns()) - before_ns == set()
+    assert set(state.names()) - before_labs == set()
+    assert not os.path.exists(state.lab_dir("bad"))
