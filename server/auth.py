@@ -230,22 +230,37 @@ def node_name_of(user: UserInfo) -> str | None:
     return None
 
 
-def authorize(attrs: RequestAttributes, *, new_obj: dict[str, Any] | None = None,
-              old_obj: dict[str, Any] | None = None) -> Decision:
+class _Unknown:
+    """Marks an object argument that was not passed (unknown), unlike None (absent)."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = _Unknown()
+
+
+def authorize(attrs: RequestAttributes, *, new_obj: dict[str, Any] | None = UNKNOWN,
+              old_obj: dict[str, Any] | None = UNKNOWN) -> Decision:
     """Decide one request.
 
-    For writes, call it after decoding (and for patches, applying) the body:
-    pass the resulting object as ``new_obj`` and the stored one as
-    ``old_obj`` (None on create). Node rules need them: the name of a created
-    Node or Lease, label/taint/podCIDR changes, and ``spec.nodeName`` of the
-    stored pod for pods/status and pod deletes. Without them those writes are
-    denied with a reason saying so, never silently allowed."""
-    return _decide(attrs, new_obj, old_obj, early=False)
+    Called with the attributes only, it is the early check (see
+    :func:`prefilter`). For writes, call it again after decoding (and for
+    patches, applying) the body, passing both objects explicitly: the result
+    as ``new_obj`` and the stored one as ``old_obj`` (None = there is none,
+    e.g. ``old_obj=None`` on create). Node rules need them: the name of a
+    created Node or Lease, label/taint/podCIDR changes, and ``spec.nodeName``
+    of the stored pod for pods/status and pod deletes; an object that is
+    needed but None is a denial, never a silent allow."""
+    if new_obj is UNKNOWN and old_obj is UNKNOWN:
+        return _decide(attrs, None, None, early=True)
+    return _decide(attrs, None if new_obj is UNKNOWN else new_obj, None if old_obj is UNKNOWN else old_obj, early=False)
 
 
 def prefilter(attrs: RequestAttributes) -> Decision:
     """The early check, before the body is decoded or the stored object read
-    (and the only check for list, watch and other object-less requests).
+    (and the only check for list, watch and other object-less requests);
+    the same as ``authorize(attrs)``.
 
     It denies what no object could make allowed and provisionally allows the
     object-dependent node writes (pod status, pod delete, creating its Node

@@ -316,3 +316,15 @@ def test_provisional_node_writes_are_decided_with_objects() -> None:
     assert not authorize(status, new_obj=pod("b"), old_obj=pod("b")).allowed
     create = R(NODE_A, "create", "nodes")
     assert prefilter(create).allowed and not authorize(create, new_obj=node_obj("b")).allowed
+
+
+def test_objects_not_passed_means_early_check_but_none_means_absent() -> None:
+    status = R(NODE_A, "patch", "pods", sub="status", ns="default", name="p")
+    assert authorize(status) == prefilter(status)
+    assert authorize(status).allowed  # provisional: the handler decides with the stored pod
+    assert not authorize(status, new_obj=None, old_obj=None).allowed
+    assert not authorize(status, new_obj=pod("a")).allowed  # old_obj not passed counts as none
+    create = R(NODE_A, "create", "nodes")
+    assert authorize(create).allowed and "provisional" in authorize(create).reason
+    assert not authorize(create, new_obj=None, old_obj=None).allowed
+    assert authorize(create, new_obj=node_obj("a")).allowed

@@ -405,3 +405,104 @@ def test_unusable_data_dir_is_a_clear_error(cluster: Cluster, tmp_path: Path) ->
     (tmp_path / "agent" / "node-password").write_text("  \n")
     with pytest.raises(JoinError, match="is empty"):
         join(server_url=cluster.url, token=cluster.token, data_dir=tmp_path / "agent", node_name="edge-a")
+
+
+# ---- end to end against a real `edgectl server` -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from edgectl.server.testing import ServerProcess
+
+    srv = ServerProcess(tmp_path_factory.mktemp("authjoin-srv"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _as_node(srv: Any, result: Any, method: str, path: str, body: Any = None,
+             ctype: str = "application/json") -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=result.api_ssl_context(), timeout=30)
+    try:
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers={"Content-Type": ctype})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_real_server_join_and_node_confinement(real_server: Any, tmp_path: Path) -> None:
+    srv = real_server
+    token = (srv.data_dir / "token").read_text().strip()
+    secret = parse_token(token).secret
+    with pytest.raises(JoinError, match="rejected the join token"):
+        join(server_url=srv.url, token=token.rsplit(":", 1)[0] + ":wrong", data_dir=tmp_path / "x", node_name="edge-a")
+    foreign = ClusterPKI.load_or_create(tmp_path / "foreign", sans=[])
+    with pytest.raises(JoinError, match="CA hash mismatch"):
+        join(server_url=srv.url, token=str(make_token(foreign.ca_pem, secret)), data_dir=tmp_path / "x", node_name="edge-a")
+
+    node = join(server_url=srv.url, token=token, data_dir=tmp_path / "a", node_name="edge-a", node_ips=["127.0.0.1"])
+    code, secret_obj = srv.json("GET", "/api/v1/namespaces/kube-system/secrets/edge-a.node-password.edgectl")
+    assert code == 200 and secret_obj["immutable"] is True
+    with pytest.raises(JoinError, match='403: node password does not match for node "edge-a"'):
+        join(server_url=srv.url, token=token, data_dir=tmp_path / "b", node_name="edge-a")
+    join(server_url=srv.url, token=token, data_dir=tmp_path / "a", node_name="edge-a")  # restart: same identity
+
+    def node_obj(name: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+
+    assert _as_node(srv, node, "POST", "/api/v1/nodes", node_obj("edge-a"))[0] == 201
+    code, st = _as_node(srv, node, "POST", "/api/v1/nodes", node_obj("edge-b"))
+    assert code == 403 and 'node \\"edge-a\\" is not allowed to modify node \\"edge-b\\"' in json.dumps(st["message"])
+    assert srv.json("POST", "/api/v1/nodes", node_obj("edge-b"))[0] == 201  # the admin may
+    code, st = _as_node(srv, node, "PATCH", "/api/v1/nodes/edge-b", {"metadata": {"labels": {"x": "y"}}},
+                        "application/merge-patch+json")
+    assert code == 403 and st["reason"] == "Forbidden"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    code, st = _as_node(srv, node, "POST", "/api/v1/namespaces/default/pods", pod)
+    assert code == 403 and "not allowed to create pods" in st["message"]
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "edge-a"},
+             "spec": {"holderIdentity": "edge-a"}}
+    assert _as_node(srv, node, "POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease)[0] == 201
+    for name, bound in (("mine", "edge-a"), ("theirs", "edge-b")):
+        body = {**pod, "metadata": {"name": name}, "spec": {**pod["spec"], "nodeName": bound}}
+        assert srv.json("POST", "/api/v1/namespaces/default/pods", body)[0] == 201
+    patch = {"status": {"phase": "Running"}}
+    assert _as_node(srv, node, "PATCH", "/api/v1/namespaces/default/pods/mine/status", patch,
+                    "application/merge-patch+json")[0] == 200
+    code, st = _as_node(srv, node, "PATCH", "/api/v1/namespaces/default/pods/theirs/status", patch,
+                        "application/merge-patch+json")
+    assert code == 403 and "spec.nodeName set to itself" in st["message"]
+    assert _as_node(srv, node, "GET", "/api/v1/pods")[0] == 200
+    assert _as_node(srv, node, "GET", "/api/v1/namespaces/kube-system/secrets")[0] == 403
+    assert _as_node(srv, node, "GET", "/api/v1/namespaces/default/pods/mine/log")[0] == 403
+
+
+@pytest.mark.slow
+def test_real_kubectl_as_node_is_confined(real_server: Any, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from edgectl.server.kubeconfig import render_kubeconfig, write_kubeconfig
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed")
+    srv = real_server
+    token = (srv.data_dir / "token").read_text().strip()
+    node = join(server_url=srv.url, token=token, data_dir=tmp_path / "k", node_name="edge-k")
+    kc = tmp_path / "node.kubeconfig"
+    write_kubeconfig(kc, render_kubeconfig(server_url=srv.url, ca_pem=node.server_ca.read_bytes(),
+                                           cert_pem=node.client_cert.read_bytes(), key_pem=node.client_key.read_bytes()))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([kubectl, "--kubeconfig", str(kc), "--cache-dir", str(tmp_path / "cache"), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    assert run("get", "nodes").returncode == 0
+    denied = run("create", "namespace", "from-a-node")
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
