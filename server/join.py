@@ -30,7 +30,7 @@ Wiring in ``edgectl server`` (the pieces of items 4 and 5 of issue 4)::
     user = auth.authenticate(peercert_der=req.peercert_der, authorization=req.headers.get("authorization"))
     #   None -> 401 Unauthorized Status
     attrs = request_attributes(user, req.method, req.path, {k: v[0] for k, v in req.query.items()})
-    decision = prefilter(attrs)            # before reading the body or the store
+    decision = authorize(attrs)            # early check (= prefilter): no objects passed
     #   not allowed -> 403 Forbidden Status with forbidden_message(attrs, decision)
     decision = authorize(attrs, new_obj=new, old_obj=stored)   # in write handlers, with the objects
 """
