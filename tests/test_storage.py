@@ -583,3 +583,40 @@ def test_sqlite_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
             await b.close()
 
     asyncio.run(check())
+
+
+def test_watch_from_a_future_revision_waits_for_it(run: Callable[..., None]) -> None:
+    async def body(b: Backend) -> None:
+        cur = await b.current_revision()
+        w = b.watch("/f/", start_revision=cur + 2)
+        for i in range(4):
+            await b.create(f"/f/{i}", b"x")
+        ev = await collect(w, 2)
+        await w.close()
+        assert [e.kv.mod_revision for e in ev] == [cur + 3, cur + 4]
+
+    run(body)
+
+
+def test_sqlite_replay_overtaken_by_compaction_ends_the_watcher(tmp_path: Path) -> None:
+    async def body() -> None:
+        b = _sqlite(tmp_path)
+        await b.start()
+        try:
+            kv = await b.create("/o/k", b"0")
+            start = kv.mod_revision
+            for i in range(1200):  # more than one replay chunk of history
+                kv = await b.update("/o/k", str(i).encode(), expected_revision=kv.mod_revision)
+            w = b.watch("/o/", start_revision=start)
+            it = w.__aiter__()
+            first = await it.__anext__()  # the first chunk of history
+            assert first[0].kv.mod_revision == start + 1
+            await b.compact(kv.mod_revision - 10)  # overtakes the replay position
+            rest = [batch async for batch in it]
+            assert rest == [] and w.ended == "compacted"
+            with pytest.raises(Compacted):  # the re-watch is refused: the client re-lists
+                b.watch("/o/", start_revision=first[-1].kv.mod_revision)
+        finally:
+            await b.close()
+
+    asyncio.run(body())

@@ -15,6 +15,7 @@ from edgectl.errors import ConfigError
 from edgectl.log import fields
 
 from ..registry import Registry
+from ..status import ApiError
 from .loop import run_loop
 
 log = logging.getLogger(__name__)
@@ -88,14 +89,14 @@ class KubernetesService:
     async def _ensure(self, res: Any, want: Obj, drift: Any) -> None:
         try:
             await self.registry.guaranteed_update(res, NAMESPACE, NAME, lambda live: drift(live, want))
-        except Exception as exc:
-            if getattr(exc, "code", None) != 404:
+        except ApiError as exc:
+            if exc.code != 404:
                 raise
             try:
                 await self.registry.create(res, want, namespace=NAMESPACE)
                 log.info("created", extra=fields(kind=want["kind"], name=f"{NAMESPACE}/{NAME}"))
-            except Exception as exc2:
-                if getattr(exc2, "code", None) != 409:  # created meanwhile: next pass compares
+            except ApiError as exc2:
+                if exc2.code != 409:  # created meanwhile: next pass compares
                     raise
 
     async def reconcile(self) -> float | None:

@@ -14,6 +14,7 @@ from typing import Any
 from edgectl.log import fields
 
 from ..registry import Registry
+from ..status import ApiError
 from .loop import run_loop
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,8 @@ class NodeIPAM:
 
             try:
                 await self.registry.guaranteed_update(self.nodes, None, name, assign)
-            except Exception as exc:
-                if getattr(exc, "code", None) == 404:
+            except ApiError as exc:
+                if exc.code == 404:
                     continue  # deleted meanwhile
                 raise
             log.info("pod CIDR assigned", extra=fields(node=name, pod_cidr=str(net)))

@@ -24,6 +24,7 @@ from typing import Any
 from edgectl.log import fields
 
 from ..registry import Registry
+from ..status import ApiError
 from .loop import run_loop
 
 log = logging.getLogger(__name__)
@@ -157,9 +158,9 @@ class NodeLifecycle:
                 await self.registry.guaranteed_update(self.nodes, None, name, set_ready, subresource="status")
             if plan.add_taint or plan.remove_taint:
                 await self.registry.guaranteed_update(self.nodes, None, name, taints)
-        except Exception as exc:
-            if getattr(exc, "code", None) == 404:
-                return
+        except ApiError as exc:
+            if exc.code == 404:
+                return  # deleted meanwhile
             raise
         state = "NotReady" if plan.add_taint or (plan.ready or {}).get("status") == "Unknown" else "Ready"
         log.info("node lifecycle", extra=fields(node=name, now=state))

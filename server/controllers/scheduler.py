@@ -19,6 +19,7 @@ from typing import Any
 from edgectl.log import fields
 
 from ..registry import Registry
+from ..status import ApiError
 from .loop import run_loop
 
 log = logging.getLogger(__name__)
@@ -167,8 +168,8 @@ class Scheduler:
                 if await self._bind(ns, name, decision.node):
                     counts[decision.node] += 1
                     log.info("pod scheduled", extra=fields(pod=f"{ns}/{name}", node=decision.node))
-            except Exception as exc:
-                if getattr(exc, "code", None) == 404:
+            except ApiError as exc:
+                if exc.code == 404:
                     continue  # deleted meanwhile
                 raise
         return None

@@ -77,9 +77,12 @@ class StorageStats:
 
 
 class Watcher(Protocol):
-    """Yields batches of events in revision order. Raises Compacted at start if
-    ``start_revision`` is too old. A slow watcher is ended (the iterator stops)
-    rather than buffering without bound; clients then re-list."""
+    """Yields batches of events in revision order, with no gaps or duplicates.
+    ``Backend.watch`` raises Compacted at once if ``start_revision`` is too old.
+    A slow watcher is ended (the iterator stops) rather than buffering without
+    bound, and so is one whose replay is overtaken by compaction; the client
+    re-watches from the last revision it saw (getting Compacted if that is
+    gone, and then re-lists). The SQLite watcher says why in ``.ended``."""
 
     def __aiter__(self) -> AsyncIterator[list[Event]]: ...
 
@@ -112,7 +115,11 @@ class Backend(Protocol):
     async def count(self, prefix: str) -> int: ...
 
     def watch(self, prefix: str, *, start_revision: int) -> Watcher:
-        """Events with revision > start_revision under ``prefix``, pushed in-process."""
+        """Events with revision > start_revision under ``prefix``: history first,
+        then live, pushed in-process. 0 means "from revision 0", not "from now":
+        pass the revision of the list the client holds. A future revision is
+        allowed (events arrive once it is reached). Prefixes are plain string
+        prefixes, so end them with "/"."""
 
     async def compact(self, revision: int) -> int:
         """Drop history at or below ``revision``; returns the new compact revision."""
