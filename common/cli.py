@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "lab": "edgectl.lab.cli:lab",
     "server": "edgectl.server.cli:server",
     "certificate": "edgectl.server.certcli:certificate",
+    "tunnel": "edgectl.tunnel.cli:tunnel",
 }
 
 

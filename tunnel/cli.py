@@ -1,0 +1,122 @@
+"""``edgectl tunnel status``: live tunnel sessions and streams from the server."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from ..errors import EdgectlError
+from ..paths import ADMIN_KUBECONFIG
+from .clientconfig import Credentials, from_kubeconfig
+from .server import STATUS_PATH
+
+
+@click.group()
+def tunnel() -> None:
+    """Reverse tunnels from edge agents to the server."""
+
+
+def fetch_status(creds: Credentials, *, streams: bool, timeout: float = 10.0) -> dict[str, Any]:
+    url = f"{creds.server}{STATUS_PATH}?streams={'true' if streams else 'false'}"
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    if creds.token:
+        req.add_header("Authorization", f"Bearer {creds.token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=creds.ssl_context() if url.startswith("https") else None) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace").strip()
+        raise EdgectlError(f"{url}: HTTP {exc.code}: {detail or exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise EdgectlError(f"cannot reach {creds.server}: {exc.reason}") from None
+    except (OSError, ValueError) as exc:
+        raise EdgectlError(f"{url}: {exc}") from None
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60}m"
+
+
+def render_table(doc: dict[str, Any], *, streams: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    sessions = doc.get("sessions", [])
+    if not sessions:
+        console.print("no tunnel sessions")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("NODE", "REMOTE", "UPTIME", "RTT", "STREAMS", "IN", "OUT", "BUFFERED", "BLOCKED", "RECONNECTS", "STATE"):
+        table.add_column(col, justify="right" if col in ("RTT", "STREAMS", "IN", "OUT", "BUFFERED", "BLOCKED", "RECONNECTS") else "left")
+    for s in sessions:
+        rtt = f"{s['last_rtt_ms']:.1f}ms" if s.get("last_rtt_ms") is not None else "-"
+        table.add_row(
+            s["node"], s["remote"], _age(s["uptime_seconds"]), rtt, str(s["open_streams"]),
+            _size(s["bytes_in"]), _size(s["bytes_out"]), _size(s["buffered"]), str(s["blocked_streams"]),
+            str(s["reconnects"]), "draining" if s.get("draining") else "connected",
+        )
+    console.print(table)
+    if streams:
+        st = Table(box=None, header_style="bold", title="streams", title_justify="left")
+        for col in ("NODE", "ID", "TARGET", "STATE", "AGE", "IN", "OUT", "WINDOW", "BUFFERED", "QUEUED", "BLOCKED"):
+            st.add_column(col)
+        for s in sessions:
+            for x in s.get("streams", []):
+                st.add_row(
+                    s["node"], str(x["id"]), x["target"], x["state"], _age(x["age_seconds"]), _size(x["bytes_in"]),
+                    _size(x["bytes_out"]), _size(x["recv_window"]), _size(x["buffered"]), _size(x["queued_out"]),
+                    "yes" if x["blocked"] else "",
+                )
+        console.print(st)
+
+
+@tunnel.command()
+@click.option("--streams", is_flag=True, help="Also list every open stream.")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=str(ADMIN_KUBECONFIG), show_default=True,
+              envvar="KUBECONFIG", help="Server URL and admin credentials.")
+@click.option("--server", help="Server URL (overrides the kubeconfig), e.g. https://10.0.0.1:6443.")
+@click.option("--token", help="Bearer token (overrides the kubeconfig).")
+@click.option("--certificate-authority", "ca_file", type=click.Path(dir_okay=False, exists=True), help="CA file to verify the server.")
+def status(streams: bool, output: str, kubeconfig: Path, server: str | None, token: str | None, ca_file: str | None) -> None:
+    """Show tunnel sessions (and with --streams, their streams)."""
+    if server:
+        base = None
+        if kubeconfig.exists():
+            base = from_kubeconfig(kubeconfig)
+        ca = Path(ca_file).read_text() if ca_file else (base.ca_pem if base else None)
+        creds = Credentials(server=server.rstrip("/"), ca_pem=ca, token=token or (base.token if base else None),
+                            cert_pem=None if token else (base.cert_pem if base else None),
+                            key_pem=None if token else (base.key_pem if base else None))
+    else:
+        creds = from_kubeconfig(kubeconfig)
+        if token:
+            creds = Credentials(server=creds.server, ca_pem=creds.ca_pem, token=token)
+        if ca_file:
+            creds = Credentials(server=creds.server, ca_pem=Path(ca_file).read_text(), token=creds.token, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
+    doc = fetch_status(creds, streams=streams or output != "table")
+    if output == "json":
+        click.echo(json.dumps(doc, indent=2))
+    elif output == "yaml":
+        click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
+    else:
+        render_table(doc, streams=streams)
