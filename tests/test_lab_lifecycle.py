@@ -1,6 +1,7 @@
 """Lab lifecycle: isolation, publishing, exec, clean teardown, rollback, leftovers and bad input."""
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -157,3 +158,30 @@ def test_failed_create_rolls_back_completely() -> None:
     assert set(netns.list_netns()) - before == set()
     assert not netns.pids_with_cmdline_prefix(f"edgectl-lab: {name}/")
     assert not state.state_file(name).exists() and not state.lab_dir(name).exists()
+
+
+def test_ctrl_c_during_up_rolls_back() -> None:
+    need_root()
+    name = unique_name("intr")
+    before = set(netns.list_netns())
+
+    def interrupt(node: str, event: str, t: float) -> None:
+        if event == "anchor" and node == "a":  # anchors exist, namespaces are not yet named
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Lab.up(TWO, name=name, progress=interrupt)
+    assert set(netns.list_netns()) - before == set()
+    assert not netns.pids_with_cmdline_prefix(f"edgectl-lab: {name}/")
+    assert not state.state_file(name).exists()
+
+
+def test_status_json_and_node_resolution(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    lab = lab_factory(TWO, prefix="status")
+    res = edgectl("lab", "status", lab.name, "-o", "json")
+    assert res.returncode == 0, res.stderr
+    (doc,) = json.loads(res.stdout)
+    a = next(n for n in doc["nodes"] if n["name"] == "a")
+    assert a["running"] and a["addresses"] == {"net": "198.18.7.10/24"} and a["kind"] == "server"
+    assert a["role"], "server nodes say that they run as plain hosts for now"
+    assert a["publish"] == [f"127.0.0.1:{lab.host_port('a', 7100)}->7100", f"127.0.0.1:{lab.host_port('a', 7101)}->7101"]
