@@ -16,6 +16,7 @@ pods missing from the first sync are terminated and cleaned up.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
@@ -137,6 +138,7 @@ class PodManager:
         logged and skipped; everything else is reconciled by :meth:`run`."""
         desired: dict[str, tuple[dict[str, Any], PodSpec]] = {}
         for doc in desired_pods:
+            doc = copy.deepcopy(doc)  # the caller may mutate or reuse its dicts
             try:
                 spec = parse_pod(doc)
             except PodSpecError as exc:
