@@ -21,7 +21,7 @@ import yaml
 from edgectl.httpd import Request, Response, json_response
 from edgectl.log import fields
 
-from . import discovery, fieldcheck, status, tables
+from . import discovery, fieldcheck, protobuf, status, tables
 from .auth import RequestAttributes, authorize, forbidden_message
 from .patch import PATCH_TYPES, PatchError, apply_patch
 from .registry import ALL, Obj, Registry, Selection, WatchStream, now_rfc3339
@@ -96,12 +96,16 @@ def decode_body(req: Request, *, what: str = "object") -> Any:
     try:
         if ctype in ("application/yaml", "application/x-yaml", "text/yaml", "application/apply-patch+yaml"):
             return yaml.safe_load(req.body.decode("utf-8"))
-        if ctype == "application/vnd.kubernetes.protobuf" or ctype == "application/cbor":
+        if ctype == "application/vnd.kubernetes.protobuf":
+            return protobuf.decode_object(req.body)
+        if ctype == "application/cbor":
             raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
                                 f"application/json, application/yaml (got {ctype})", "UnsupportedMediaType")
         return json.loads(req.body)
     except ApiError:
         raise
+    except protobuf.ProtobufError as exc:
+        raise ApiError(415, f"the protobuf body could not be decoded: {exc}", "UnsupportedMediaType") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise status.bad_request(f"the body of the request could not be decoded as JSON or YAML: {exc}") from None
     except yaml.YAMLError as exc:

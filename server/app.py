@@ -252,7 +252,10 @@ class ControlPlane:
                               json.dumps(doc).encode())
 
     async def _openapi_v2(self, req: httpd.Request) -> httpd.Response:
-        return status_response(ApiError(404, "OpenAPI v2 is not served; use /openapi/v3", "NotFound"))
+        # kubectl <= 1.28 loads v2 (protobuf only) before apply. An empty body is
+        # a valid, empty protobuf Document: no schemas, so kubectl falls back to
+        # its built-in types for strategic merge and leaves validation to us.
+        return httpd.Response(200, [("Content-Type", "application/octet-stream")], b"")
 
     # --- shutdown -------------------------------------------------------------------------
 

@@ -375,7 +375,9 @@ class Registry:
             try:
                 return await self._write_update(res, namespace, name, kv, new, subresource, dry_run)
             except status.ApiError as exc:
-                if exc.reason == "Conflict" and not want_rv:
+                # Lost a race: re-read and mutate again. A resourceVersion the
+                # caller pinned no longer matches then, and fails above.
+                if exc.reason == "Conflict":
                     continue
                 raise
         raise status.conflict(res.plural, name, res.group)

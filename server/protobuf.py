@@ -1,0 +1,176 @@
+"""Decode the Kubernetes protobuf request bodies that kubectl >= 1.32 sends.
+
+Typed client-go clients (``kubectl create namespace|configmap|secret|service|
+serviceaccount``) POST ``application/vnd.kubernetes.protobuf`` and do not fall
+back to JSON on 415. We answer in JSON (clients read the response type), so
+only decoding is needed, and only for the kinds those commands create.
+
+Wire format: the magic ``k8s\\0``, then a ``runtime.Unknown`` message whose
+``raw`` field holds the object's own message. Field numbers below are the
+upstream ``generated.proto`` ones; an unknown field number is skipped, as
+protobuf decoders do.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import struct
+from typing import Any
+
+MAGIC = b"k8s\x00"
+
+
+class ProtobufError(ValueError):
+    pass
+
+
+# A field spec: (json name, type[, sub-spec]). Types: str, int, bool, bytes,
+# msg (sub-spec), time, intstr, map_str, map_bytes; a "*" suffix means repeated.
+Spec = dict[int, tuple[Any, ...]]
+
+TIME: Spec = {1: ("seconds", "int"), 2: ("nanos", "int")}
+OWNER_REF: Spec = {1: ("kind", "str"), 3: ("name", "str"), 4: ("uid", "str"), 5: ("apiVersion", "str"),
+                   6: ("controller", "bool"), 7: ("blockOwnerDeletion", "bool")}
+OBJECT_META: Spec = {
+    1: ("name", "str"), 2: ("generateName", "str"), 3: ("namespace", "str"), 5: ("uid", "str"),
+    6: ("resourceVersion", "str"), 7: ("generation", "int"), 8: ("creationTimestamp", "time"),
+    9: ("deletionTimestamp", "time"), 10: ("deletionGracePeriodSeconds", "int"), 11: ("labels", "map_str"),
+    12: ("annotations", "map_str"), 13: ("ownerReferences", "msg*", OWNER_REF), 14: ("finalizers", "str*"),
+}
+OBJECT_REF: Spec = {1: ("kind", "str"), 2: ("namespace", "str"), 3: ("name", "str"), 4: ("uid", "str"),
+                    5: ("apiVersion", "str"), 6: ("resourceVersion", "str"), 7: ("fieldPath", "str")}
+SERVICE_PORT: Spec = {1: ("name", "str"), 2: ("protocol", "str"), 6: ("appProtocol", "str"), 3: ("port", "int"),
+                      4: ("targetPort", "intstr"), 5: ("nodePort", "int")}
+SERVICE_SPEC: Spec = {
+    1: ("ports", "msg*", SERVICE_PORT), 2: ("selector", "map_str"), 3: ("clusterIP", "str"), 18: ("clusterIPs", "str*"),
+    4: ("type", "str"), 5: ("externalIPs", "str*"), 7: ("sessionAffinity", "str"), 8: ("loadBalancerIP", "str"),
+    9: ("loadBalancerSourceRanges", "str*"), 10: ("externalName", "str"), 11: ("externalTrafficPolicy", "str"),
+    12: ("healthCheckNodePort", "int"), 13: ("publishNotReadyAddresses", "bool"),
+    14: ("sessionAffinityConfig", "msg", {1: ("clientIP", "msg", {1: ("timeoutSeconds", "int")})}),
+    19: ("ipFamilies", "str*"), 17: ("ipFamilyPolicy", "str"), 20: ("allocateLoadBalancerNodePorts", "bool"),
+    21: ("loadBalancerClass", "str"), 22: ("internalTrafficPolicy", "str"), 23: ("trafficDistribution", "str"),
+}
+KINDS: dict[str, Spec] = {
+    "Namespace": {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {1: ("finalizers", "str*")}),
+                  3: ("status", "msg", {1: ("phase", "str")})},
+    "ConfigMap": {1: ("metadata", "msg", OBJECT_META), 4: ("immutable", "bool"), 2: ("data", "map_str"),
+                  3: ("binaryData", "map_bytes")},
+    "Secret": {1: ("metadata", "msg", OBJECT_META), 5: ("immutable", "bool"), 2: ("data", "map_bytes"),
+               4: ("stringData", "map_str"), 3: ("type", "str")},
+    "ServiceAccount": {1: ("metadata", "msg", OBJECT_META), 2: ("secrets", "msg*", OBJECT_REF),
+                       3: ("imagePullSecrets", "msg*", {1: ("name", "str")}), 4: ("automountServiceAccountToken", "bool")},
+    "Service": {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SERVICE_SPEC), 3: ("status", "msg", {})},
+}
+UNKNOWN: Spec = {1: ("typeMeta", "msg", {1: ("apiVersion", "str"), 2: ("kind", "str")}), 2: ("raw", "bytes"),
+                 3: ("contentEncoding", "str"), 4: ("contentType", "str")}
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ProtobufError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ProtobufError("varint too long")
+
+
+def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
+    out = []
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > len(buf):
+                raise ProtobufError("truncated length-delimited field")
+            value, pos = buf[pos:pos + length], pos + length
+        elif wire == 1:
+            value, pos = struct.unpack_from("<q", buf, pos)[0], pos + 8
+        elif wire == 5:
+            value, pos = struct.unpack_from("<i", buf, pos)[0], pos + 4
+        else:
+            raise ProtobufError(f"unsupported wire type {wire}")
+        out.append((num, wire, value))
+    return out
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _scalar(kind: str, wire: int, value: Any, sub: Any) -> Any:
+    if kind == "str":
+        return bytes(value).decode("utf-8")
+    if kind == "bytes":
+        return bytes(value)
+    if kind == "int":
+        return _signed(value) if wire == 0 else value
+    if kind == "bool":
+        return bool(value)
+    if kind == "msg":
+        return decode_message(bytes(value), sub)
+    if kind == "time":
+        t = decode_message(bytes(value), TIME)
+        when = dt.datetime.fromtimestamp(t.get("seconds", 0), dt.timezone.utc)
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if kind == "intstr":
+        d = decode_message(bytes(value), {1: ("type", "int"), 2: ("intVal", "int"), 3: ("strVal", "str")})
+        return d.get("strVal", "") if d.get("type") == 1 else d.get("intVal", 0)
+    raise ProtobufError(f"unknown field type {kind}")
+
+
+def decode_message(buf: bytes, spec: Spec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for num, wire, value in _fields(buf):
+        entry = spec.get(num)
+        if entry is None:
+            continue
+        name, kind = entry[0], entry[1]
+        sub = entry[2] if len(entry) > 2 else None
+        if kind in ("map_str", "map_bytes"):
+            pair = decode_message(bytes(value), {1: ("k", "str"), 2: ("v", "bytes")})
+            v = pair.get("v", b"")
+            out.setdefault(name, {})[pair.get("k", "")] = (
+                v.decode("utf-8") if kind == "map_str" else base64.b64encode(v).decode())
+        elif kind.endswith("*"):
+            out.setdefault(name, []).append(_scalar(kind[:-1], wire, value, sub))
+        else:
+            out[name] = _scalar(kind, wire, value, sub)
+    return out
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """A JSON-shaped object from a ``k8s\\0``-prefixed protobuf body."""
+    if not body.startswith(MAGIC):
+        raise ProtobufError("missing the k8s protobuf magic prefix")
+    envelope = decode_message(body[len(MAGIC):], UNKNOWN)
+    type_meta = envelope.get("typeMeta") or {}
+    kind = type_meta.get("kind", "")
+    spec = KINDS.get(kind)
+    if spec is None:
+        raise ProtobufError(f"protobuf bodies of kind {kind or '<none>'!r} are not supported; send JSON")
+    if envelope.get("contentEncoding"):
+        raise ProtobufError("compressed protobuf bodies are not supported")
+    obj = _omit_empty(decode_message(envelope.get("raw", b""), spec))
+    obj.get("metadata", {}).pop("creationTimestamp", None)  # always on the wire, zero when unset
+    return {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind, **obj}
+
+
+def _omit_empty(value: Any) -> Any:
+    """Go's protobuf writes zero values ("", 0, false) that JSON would omit
+    (``omitempty``); for these kinds a zero value means "unset"."""
+    if isinstance(value, dict):
+        out = {k: _omit_empty(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in ("", None, {}, [], 0)}
+    if isinstance(value, list):
+        return [_omit_empty(v) for v in value]
+    return value

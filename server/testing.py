@@ -1,0 +1,187 @@
+"""Run a real ``edgectl server`` subprocess for tests and benchmarks.
+
+Used by tests/test_server_*.py and bench/control_plane.py: start on a free
+loopback port with ``--disable-agent``, wait for /readyz, talk to it with real
+kubectl or with the admin certificate, and always stop it by PID.
+"""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
+
+
+def kubectl_path(version: str) -> Path:
+    return KUBECTL_DIR / f"kubectl.{version}"
+
+
+class ServerProcess:
+    def __init__(self, workdir: Path, *, extra_args: tuple[str, ...] = (), log_level: str = "info") -> None:
+        self.workdir = Path(workdir)
+        self.data_dir = self.workdir / "data"
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.log_path = self.workdir / "server.log"
+        self.extra_args = extra_args
+        self.log_level = log_level
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._ctx: ssl.SSLContext | None = None
+        self._conn: http.client.HTTPSConnection | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        exe = Path(sys.executable).parent / "edgectl"
+        return [str(exe), "--log-level", self.log_level, "server", "--disable-agent", "--data-dir", str(self.data_dir),
+                "--https-listen-port", "0", "--bind-address", "127.0.0.1", "--write-kubeconfig", str(self.kubeconfig),
+                *self.extra_args]
+
+    def start(self, timeout: float = 20.0) -> "ServerProcess":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.kubeconfig.exists():
+            self.kubeconfig.unlink()
+        env = dict(os.environ, EDGECTL_CONFIG=os.devnull)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds from now until /readyz answered 200."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            if self.kubeconfig.exists():
+                try:
+                    self._load_kubeconfig()
+                    status, _, _ = self.request("GET", "/readyz", fresh=True)
+                    if status == 200:
+                        return time.monotonic() - t0
+                except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+                    pass
+            time.sleep(0.02)
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def _load_kubeconfig(self) -> None:
+        doc = yaml.safe_load(self.kubeconfig.read_text())
+        cluster = doc["clusters"][0]["cluster"]
+        user = doc["users"][0]["user"]
+        url = urlsplit(cluster["server"])
+        self.host, self.port = url.hostname or "127.0.0.1", int(url.port or 443)
+        ctx = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        cert = self.workdir / "admin.crt"
+        key = self.workdir / "admin.key"
+        cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
+        key.write_bytes(base64.b64decode(user["client-key-data"]))
+        os.chmod(key, 0o600)
+        ctx.load_cert_chain(cert, key)
+        self._ctx = ctx
+        self._conn = None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.kill(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(5)
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def rss_bytes(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    # --- clients ---------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None,
+                fresh: bool = False, anonymous: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """One HTTPS request with the admin certificate (kept alive between calls)."""
+        if isinstance(body, (dict, list)):
+            data: bytes | None = json.dumps(body).encode()
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        else:
+            data = body
+        if anonymous:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection(self.host, self.port, context=ctx, timeout=30)
+        elif fresh or self._conn is None:
+            assert self._ctx is not None
+            conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=30)
+            if not fresh:
+                self._conn = conn
+        else:
+            conn = self._conn
+        try:
+            conn.request(method, path, body=data, headers=headers or {})
+            resp = conn.getresponse()
+            payload = resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload
+        except (OSError, http.client.HTTPException):
+            if conn is self._conn:
+                self._conn.close()
+                self._conn = None
+            raise
+        finally:
+            if conn is not self._conn:
+                conn.close()
+
+    def json(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        code, _, payload = self.request(method, path, body, **kw)
+        try:
+            return code, json.loads(payload) if payload else None
+        except ValueError:
+            return code, payload.decode(errors="replace")
+
+    def kubectl(self, version: str, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        cmd = [str(kubectl_path(version)), "--kubeconfig", str(self.kubeconfig),
+               "--cache-dir", str(self.workdir / f"cache-{version}"), *args]
+        out = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def temp_server(prefix: str = "edgectl-srv-") -> ServerProcess:
+    return ServerProcess(Path(tempfile.mkdtemp(prefix=prefix)))
