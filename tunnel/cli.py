@@ -59,7 +59,10 @@ def render_table(doc: dict[str, Any], *, streams: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    import sys
+
+    # Piped output (scripts, tests) must not be cut to the default 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     sessions = doc.get("sessions", [])
     if not sessions:
         console.print("no tunnel sessions")

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
+
+from ..log import fields
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 
@@ -29,8 +34,9 @@ async def pipe(a_reader: Any, a_writer: Any, b_reader: Any, b_writer: Any) -> No
     tasks = [asyncio.create_task(_copy(a_reader, b_writer)), asyncio.create_task(_copy(b_reader, a_writer))]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        failed = any(t.exception() is not None for t in done if not t.cancelled())
-        if failed:
+        errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+        if errors:
+            log.debug("pipe aborted: %r", errors[0], extra=fields(error=repr(errors[0])))
             for t in pending:
                 t.cancel()
             for w in (a_writer, b_writer):
