@@ -1,0 +1,320 @@
+"""Pure parts of the pod runtime: CRI log framing, CNI invocation and results,
+pod files and env, lifecycle rules. No namespaces, no processes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgectl.agent.runtime import cni, crilog, lifecycle, podfiles
+from edgectl.agent.runtime.interface import ContainerExit, ContainerHandle
+from edgectl.agent.runtime.spec import PodSpecError, parse_pod
+
+NS = 1_795_000_000_123_456_789
+
+
+# ---- CRI logs ---------------------------------------------------------------
+
+
+def test_cri_timestamp_has_nine_fraction_digits_in_utc() -> None:
+    assert crilog.timestamp(NS) == "2026-11-18T11:06:40.123456789Z"
+    assert crilog.timestamp(1_000_000_000) == "1970-01-01T00:00:01.000000000Z"
+
+
+def test_splitter_full_lines_partial_pieces_and_flush_on_close() -> None:
+    sp = crilog.LineSplitter("stdout", max_line=4)
+    assert sp.feed(b"ab", NS) == b""
+    assert sp.feed(b"c\nabcdefghij", NS) == (
+        crilog.encode("stdout", "F", b"abc", NS) + crilog.encode("stdout", "P", b"abcd", NS)
+        + crilog.encode("stdout", "P", b"efgh", NS))
+    assert sp.feed(b"\n", NS) == crilog.encode("stdout", "F", b"ij", NS)
+    assert sp.feed(b"wxyz\n", NS) == crilog.encode("stdout", "F", b"wxyz", NS)  # exactly max_line is full
+    assert sp.feed(b"tail", NS) == crilog.encode("stdout", "P", b"tail", NS)
+    sp.feed(b"x", NS)
+    assert sp.close(NS) == crilog.encode("stdout", "F", b"x", NS)
+    assert sp.close(NS) == b""
+
+
+def test_parse_line_roundtrip_and_errors() -> None:
+    rec = crilog.parse_line(crilog.encode("stderr", "P", b"a b  c", NS))
+    assert (rec.stream, rec.partial, rec.text, rec.timestamp) == ("stderr", True, b"a b  c", crilog.timestamp(NS))
+    assert crilog.parse_line(crilog.encode("stdout", "F", b"", NS)).text == b""
+    for bad in (b"garbage", b"2026-01-01T00:00:00Z stdin F x", b"ts stdout X x"):
+        with pytest.raises(crilog.LogFormatError):
+            crilog.parse_line(bad)
+    with pytest.raises(ValueError):
+        crilog.LineSplitter("stdin")
+
+
+# ---- CNI ------------------------------------------------------------------------
+
+
+def test_default_conflist_shape_and_idempotent_write(tmp_path: Path) -> None:
+    doc = cni.default_conflist(pod_cidr="10.42.3.0/24", lease_dir="/x/leases", mtu=1450)
+    bridge, portmap = doc["plugins"]
+    assert doc["cniVersion"] == "1.0.0" and doc["name"] == "edgectl"
+    assert (bridge["type"], bridge["bridge"], bridge["isGateway"], bridge["ipMasq"], bridge["mtu"]) == (
+        "bridge", "cni0", True, True, 1450)
+    assert bridge["ipam"] == {"type": "host-local", "ranges": [[{"subnet": "10.42.3.0/24"}]],
+                              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "/x/leases"}
+    assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}}
+    with pytest.raises(ValueError):
+        cni.default_conflist(pod_cidr="10.42.3.1/24")
+    path = cni.ensure_default_conflist(tmp_path, pod_cidr="10.42.3.0/24")
+    mtime = path.stat().st_mtime_ns
+    assert cni.ensure_default_conflist(tmp_path, pod_cidr="10.42.3.0/24").stat().st_mtime_ns == mtime
+    assert path.name == "10-edgectl.conflist"
+
+
+def test_load_conflist_takes_the_first_file_and_wraps_single_conf(tmp_path: Path) -> None:
+    with pytest.raises(cni.CniError, match="no CNI network config"):
+        cni.load_conflist(tmp_path / "missing")
+    (tmp_path / "20-b.conflist").write_text(json.dumps(cni.default_conflist(pod_cidr="10.42.0.0/24")))
+    (tmp_path / "10-a.conf").write_text(json.dumps({"cniVersion": "0.4.0", "name": "single", "type": "bridge"}))
+    (tmp_path / "00-ignored.txt").write_text("not a config")
+    net = cni.load_conflist(tmp_path)
+    assert (net.name, net.cni_version, [p["type"] for p in net.plugins]) == ("single", "0.4.0", ["bridge"])
+    (tmp_path / "05-bad.conflist").write_text("{nope")
+    with pytest.raises(cni.CniError, match="05-bad.conflist: cannot read"):
+        cni.load_conflist(tmp_path)
+    (tmp_path / "05-bad.conflist").write_text(json.dumps({"name": "x", "plugins": [{"notype": 1}]}))
+    with pytest.raises(cni.CniError, match="every plugin needs a type"):
+        cni.load_conflist(tmp_path)
+
+
+def test_plugin_invocation_env_stdin_prev_result_and_capabilities() -> None:
+    net = cni.NetworkConfigList.from_dict(cni.default_conflist(pod_cidr="10.42.0.0/24"))
+    env, stdin = cni.plugin_invocation(
+        command="ADD", net=net, plugin=net.plugins[1], container_id="edgectl-abc", netns="/run/netns/edgectl-abc",
+        ifname="eth0", bin_dirs=[Path("/usr/lib/cni"), Path("/opt/cni/bin")], prev_result={"ips": []},
+        runtime_config={"portMappings": [{"hostPort": 80, "containerPort": 8080, "protocol": "tcp"}],
+                        "bandwidth": {"x": 1}},
+        cni_args={"K8S_POD_NAME": "web"})
+    assert {k: v for k, v in env.items() if k.startswith("CNI_")} == {
+        "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "edgectl-abc", "CNI_NETNS": "/run/netns/edgectl-abc",
+        "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni:/opt/cni/bin", "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=web"}
+    conf = json.loads(stdin)
+    assert conf["name"] == "edgectl" and conf["cniVersion"] == "1.0.0" and conf["prevResult"] == {"ips": []}
+    # Only the capabilities the plugin declares reach it.
+    assert conf["runtimeConfig"] == {"portMappings": [{"hostPort": 80, "containerPort": 8080, "protocol": "tcp"}]}
+    _, stdin = cni.plugin_invocation(command="DEL", net=net, plugin=net.plugins[0], container_id="c", netns="",
+                                     ifname="eth0", bin_dirs=[], runtime_config={"portMappings": []})
+    assert "runtimeConfig" not in json.loads(stdin) and "prevResult" not in json.loads(stdin)
+
+
+def test_parse_result_picks_ips_inside_the_sandbox() -> None:
+    raw = json.dumps({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "cni0", "mac": "aa"}, {"name": "veth1", "mac": "bb"},
+                       {"name": "eth0", "mac": "cc", "sandbox": "/run/netns/p"}],
+        "ips": [{"address": "10.42.0.7/24", "gateway": "10.42.0.1", "interface": 2},
+                {"address": "10.42.0.1/24", "interface": 0}],
+        "routes": [{"dst": "0.0.0.0/0"}], "dns": {}}).encode()
+    res = cni.parse_result(raw, plugin="bridge")
+    assert res.pod_ips("/run/netns/p") == ("10.42.0.7",)
+    assert res.ips[0].gateway == "10.42.0.1"
+    with pytest.raises(cni.CniError, match="unreadable result"):
+        cni.parse_result(b'{"ips": [{"gateway": "x"}]}', plugin="bridge")
+
+
+def test_parse_error_uses_the_plugin_error_json() -> None:
+    err = cni.parse_error(plugin="host-local", command="ADD", returncode=1,
+                          stdout=b'{"cniVersion":"1.0.0","code":11,"msg":"no IP addresses available",'
+                                 b'"details":"range 10.42.0.0/30"}', stderr=b"")
+    assert str(err) == "CNI ADD failed in plugin host-local: no IP addresses available (range 10.42.0.0/30)"
+    assert (err.code, err.plugin, err.reason) == (11, "host-local", "FailedCreatePodSandBox")
+    err = cni.parse_error(plugin="x", command="DEL", returncode=2, stdout=b"", stderr=b"boom\n")
+    assert str(err) == "CNI DEL failed in plugin x: boom"
+    assert str(cni.parse_error(plugin="x", command="ADD", returncode=3, stdout=b"", stderr=b"")) == \
+        "CNI ADD failed in plugin x (exit 3)"
+
+
+def test_host_local_lease_dirs() -> None:
+    net = cni.NetworkConfigList.from_dict(cni.default_conflist(pod_cidr="10.42.5.0/24"))
+    (d,) = cni.host_local_lease_dirs(net)
+    assert d.path == Path("/var/lib/cni/networks/edgectl") and [str(s) for s in d.subnets] == ["10.42.5.0/24"]
+
+
+# ---- spec and pod files -------------------------------------------------------
+
+
+def _pod(**spec: object) -> dict:
+    return {"metadata": {"uid": "u-1", "name": "web", "namespace": "shop"},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sh"]}], **spec}}
+
+
+def test_parse_pod_defaults_and_errors() -> None:
+    p = parse_pod(_pod())
+    assert (p.restart_policy, p.grace_seconds, p.hostname, p.key) == ("Always", 30, "web", "shop/web")
+    doc = _pod(terminationGracePeriodSeconds=5)
+    doc["metadata"]["deletionGracePeriodSeconds"] = 1
+    doc["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    p = parse_pod(doc)
+    assert p.grace_seconds == 1 and p.deleting
+    with pytest.raises(PodSpecError, match="restartPolicy"):
+        parse_pod(_pod(restartPolicy="Sometimes"))
+    with pytest.raises(PodSpecError, match="uid"):
+        parse_pod({"metadata": {"name": "x"}})
+    with pytest.raises(PodSpecError, match="command must be a list"):
+        parse_pod(_pod(containers=[{"name": "c", "command": "sh -c x"}]))
+    assert parse_pod(_pod(volumes=[{"name": "v", "configMap": {}}])).volumes[0].kind == "configMap"
+
+
+def test_hosts_and_resolv_conf() -> None:
+    p = parse_pod(_pod(hostAliases=[{"ip": "1.2.3.4", "hostnames": ["a", "b"]}], subdomain="sub"))
+    hosts = podfiles.hosts_file(p, ["10.42.0.9"])
+    assert "10.42.0.9\tweb.sub.shop.svc.cluster.local\tweb\n" in hosts
+    assert hosts.startswith("# Kubernetes-managed") and "127.0.0.1\tlocalhost" in hosts
+    assert hosts.endswith("# Entries added by HostAliases.\n1.2.3.4\ta b\n")
+    cluster = podfiles.ClusterInfo(cluster_dns="10.43.0.10")
+    assert podfiles.resolv_conf(p, cluster=cluster, host_resolv="H") == (
+        "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.43.0.10\noptions ndots:5\n")
+    assert podfiles.resolv_conf(parse_pod(_pod(dnsPolicy="Default")), cluster=cluster, host_resolv="H") == "H"
+    assert podfiles.resolv_conf(p, cluster=podfiles.ClusterInfo(), host_resolv="H") == "H"
+
+
+def test_container_env_precedence_service_links_and_expansion() -> None:
+    svc = {"metadata": {"name": "redis-main", "namespace": "shop"},
+           "spec": {"clusterIP": "10.43.7.7", "ports": [{"name": "db", "port": 6379, "protocol": "TCP"}]}}
+    other_ns = {"metadata": {"name": "other", "namespace": "x"}, "spec": {"clusterIP": "10.43.1.1", "ports": [{"port": 1}]}}
+    headless = {"metadata": {"name": "h", "namespace": "shop"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}
+    p = parse_pod(_pod(containers=[{"name": "c", "command": ["echo", "$(A)-$(NOPE)-$$(A)"],
+                                    "env": [{"name": "A", "value": "x"}, {"name": "B", "value": "$(A)y"},
+                                            {"name": "PATH", "value": "/opt/bin"}]}]))
+    env = podfiles.container_env(p, p.containers[0], cluster=podfiles.ClusterInfo(), services=[svc, other_ns, headless])
+    assert env["KUBERNETES_SERVICE_HOST"] == "10.43.0.1" and env["KUBERNETES_SERVICE_PORT"] == "443"
+    assert env["KUBERNETES_PORT_443_TCP"] == "tcp://10.43.0.1:443" and env["KUBERNETES_SERVICE_PORT_HTTPS"] == "443"
+    assert env["REDIS_MAIN_SERVICE_HOST"] == "10.43.7.7" and env["REDIS_MAIN_SERVICE_PORT_DB"] == "6379"
+    assert env["REDIS_MAIN_PORT_6379_TCP_ADDR"] == "10.43.7.7" and env["REDIS_MAIN_PORT"] == "tcp://10.43.7.7:6379"
+    assert "OTHER_SERVICE_HOST" not in env and "H_SERVICE_HOST" not in env
+    assert (env["B"], env["PATH"], env["HOSTNAME"]) == ("xy", "/opt/bin", "web")
+    assert podfiles.container_argv(p.containers[0], env) == ["echo", "x-$(NOPE)-$(A)"]
+    p2 = parse_pod(_pod(enableServiceLinks=False))
+    env2 = podfiles.container_env(p2, p2.containers[0], cluster=podfiles.ClusterInfo(), services=[svc])
+    assert "REDIS_MAIN_SERVICE_HOST" not in env2 and env2["KUBERNETES_SERVICE_HOST"] == "10.43.0.1"
+
+
+# ---- lifecycle ------------------------------------------------------------------
+
+
+def _handle(name: str, n: int, started: float) -> ContainerHandle:
+    return ContainerHandle(id=f"id{n}", name=name, restart_count=n, pid=100 + n, started_at=started,
+                           log_path=f"/l/{n}.log")
+
+
+def _exit(code: int, at: float) -> ContainerExit:
+    return ContainerExit(exit_code=code, finished_at=at, reason="Completed" if code == 0 else "Error")
+
+
+def test_backoff_doubles_to_the_cap_and_resets_after_long_runs() -> None:
+    b = lifecycle.Backoff(base=10, cap=300)
+    assert [b.delay(n) for n in range(8)] == [0, 10, 20, 40, 80, 160, 300, 300]
+    rec = lifecycle.ContainerRecord(name="c")
+    lifecycle.record_start(rec, _handle("c", 0, 0.0))
+    lifecycle.record_exit(rec, _exit(1, 1.0), backoff=b)
+    assert rec.not_before == 1.0  # first restart is immediate
+    lifecycle.record_start(rec, _handle("c", 1, 1.0))
+    lifecycle.record_exit(rec, _exit(1, 2.0), backoff=b)
+    assert rec.not_before == 12.0 and rec.restart_count == 1
+    lifecycle.record_start(rec, _handle("c", 2, 12.0))
+    lifecycle.record_exit(rec, _exit(1, 13.0), backoff=b)
+    assert rec.not_before == 33.0
+    lifecycle.record_start(rec, _handle("c", 3, 33.0))
+    lifecycle.record_exit(rec, _exit(1, 33.0 + 700), backoff=b)  # ran > reset_after
+    assert rec.not_before == 733.0
+    assert rec.last_handle.id == "id2" and rec.last_exit.finished_at == 13.0
+
+
+@pytest.mark.parametrize("policy,code,init,restart", [
+    ("Always", 0, False, True), ("Always", 1, False, True), ("OnFailure", 0, False, False),
+    ("OnFailure", 3, False, True), ("Never", 3, False, False), ("Always", 0, True, False),
+    ("Always", 1, True, True), ("OnFailure", 1, True, True), ("Never", 1, True, False),
+])
+def test_should_restart(policy: str, code: int, init: bool, restart: bool) -> None:
+    assert lifecycle.should_restart(policy, code, init=init) is restart
+
+
+def _records(p) -> dict[str, lifecycle.ContainerRecord]:  # noqa: ANN001
+    return {c.name: lifecycle.ContainerRecord(name=c.name) for c in p.init_containers + p.containers}
+
+
+def test_plan_runs_init_containers_one_by_one_then_all_apps() -> None:
+    p = parse_pod(_pod(initContainers=[{"name": "i1", "command": ["a"]}, {"name": "i2", "command": ["b"]}],
+                       containers=[{"name": "a", "command": ["x"]}, {"name": "b", "command": ["y"]}]))
+    recs = _records(p)
+    b = lifecycle.Backoff(base=1)
+    assert lifecycle.plan(p, recs, now=0).start == ("i1",)
+    lifecycle.record_start(recs["i1"], _handle("i1", 0, 0))
+    assert lifecycle.plan(p, recs, now=0).start == ()
+    assert lifecycle.pod_phase(p, recs, sandbox_ready=True) == "Pending"
+    lifecycle.record_exit(recs["i1"], _exit(0, 1), backoff=b)
+    assert lifecycle.plan(p, recs, now=1).start == ("i2",)
+    lifecycle.record_start(recs["i2"], _handle("i2", 0, 1))
+    lifecycle.record_exit(recs["i2"], _exit(2, 2), backoff=b)
+    assert lifecycle.plan(p, recs, now=2).start == ("i2",)  # first retry at once
+    lifecycle.record_start(recs["i2"], _handle("i2", 1, 2))
+    lifecycle.record_exit(recs["i2"], _exit(2, 3), backoff=b)
+    step = lifecycle.plan(p, recs, now=3)
+    assert step.start == () and step.wake_at == 4
+    lifecycle.record_start(recs["i2"], _handle("i2", 2, 4))
+    lifecycle.record_exit(recs["i2"], _exit(0, 5), backoff=b)
+    assert lifecycle.plan(p, recs, now=5).start == ("a", "b")
+
+
+def test_phase_follows_kubelet_rules() -> None:
+    b = lifecycle.Backoff(base=1)
+    for policy, codes, want in [
+        ("Never", (0, 0), "Succeeded"), ("Never", (0, 1), "Failed"), ("OnFailure", (0, 0), "Succeeded"),
+        ("OnFailure", (0, 1), "Running"), ("Always", (0, 0), "Running"),
+    ]:
+        p = parse_pod(_pod(restartPolicy=policy, containers=[{"name": "a", "command": ["x"]},
+                                                             {"name": "b", "command": ["y"]}]))
+        recs = _records(p)
+        for name, code in zip("ab", codes):
+            lifecycle.record_start(recs[name], _handle(name, 0, 0))
+            lifecycle.record_exit(recs[name], _exit(code, 1), backoff=b)
+        assert lifecycle.pod_phase(p, recs, sandbox_ready=True) == want, (policy, codes)
+    p = parse_pod(_pod(restartPolicy="Never", initContainers=[{"name": "i", "command": ["x"]}]))
+    recs = _records(p)
+    lifecycle.record_start(recs["i"], _handle("i", 0, 0))
+    lifecycle.record_exit(recs["i"], _exit(1, 1), backoff=b)
+    assert lifecycle.pod_phase(p, recs, sandbox_ready=True) == "Failed"
+    assert lifecycle.plan(p, recs, now=5).init_failed
+
+
+def test_pod_status_shape() -> None:
+    p = parse_pod(_pod(containers=[{"name": "a", "image": "img:1", "command": ["x"]},
+                                   {"name": "b", "image": "nginx", "command": ["x"]}]))
+    recs = _records(p)
+    b = lifecycle.Backoff(base=10)
+    lifecycle.record_start(recs["a"], _handle("a", 0, 1_800_000_000))
+    lifecycle.record_exit(recs["a"], _exit(1, 1_800_000_001), backoff=b)
+    lifecycle.record_start(recs["a"], _handle("a", 1, 1_800_000_001))
+    lifecycle.record_exit(recs["a"], _exit(1, 1_800_000_002), backoff=b)
+    lifecycle.record_refused(recs["b"], reason="CommandRequired", message="m", now=0, backoff=b)
+    st = lifecycle.pod_status(p, recs, runtime="process", ips=["10.42.0.5"], sandbox_ready=True,
+                              start_time=1_800_000_000, host_ip="198.18.0.2")
+    assert st["phase"] == "Pending" and st["podIP"] == "10.42.0.5" and st["podIPs"] == [{"ip": "10.42.0.5"}]
+    a, bst = st["containerStatuses"]
+    assert a["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert a["state"]["waiting"]["message"] == "back-off 10s restarting failed container=a pod=web_shop(u-1)"
+    assert a["lastState"]["terminated"] == {"exitCode": 1, "reason": "Error", "startedAt": "2027-01-15T08:00:01Z",
+                                            "finishedAt": "2027-01-15T08:00:02Z", "containerID": "process://id1"}
+    assert (a["restartCount"], a["containerID"], a["image"], a["ready"], a["started"]) == (
+        1, "process://id1", "img:1", False, False)
+    assert bst["state"] == {"waiting": {"reason": "CommandRequired", "message": "m"}} and "containerID" not in bst
+    conds = {c["type"]: (c["status"], c.get("reason")) for c in st["conditions"]}
+    assert conds == {"Initialized": ("True", None), "Ready": ("False", "ContainersNotReady"),
+                     "ContainersReady": ("False", "ContainersNotReady"), "PodScheduled": ("True", None)}
+    since = lifecycle.condition_times({}, st["conditions"], now=5.0)
+    assert since["Ready"] == ("False", 5.0)
+    assert lifecycle.condition_times(since, st["conditions"], now=9.0) == since
+
+
+def test_records_roundtrip_through_json() -> None:
+    rec = lifecycle.ContainerRecord(name="c")
+    lifecycle.record_start(rec, _handle("c", 0, 1.0))
+    lifecycle.record_exit(rec, _exit(3, 2.0), backoff=lifecycle.Backoff())
+    again = lifecycle.ContainerRecord.from_dict(json.loads(json.dumps(rec.to_dict())))
+    assert again == rec
