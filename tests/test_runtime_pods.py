@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from edgectl.agent.runtime import crilog
+from edgectl.agent.runtime import SandboxError, crilog
 from edgectl.agent.runtime.lifecycle import Backoff
 from edgectl.agent.runtime.manager import PodManager
 from edgectl.agent.runtime.nstest import run_in_node_namespace
@@ -180,7 +180,8 @@ def test_pod_runs_with_ip_hostname_hosts_env_volume_and_cri_logs() -> None:
 def test_two_pods_reach_each_other_by_ip() -> None:
     async def body(root: Path) -> None:
         node = await Node(root).start()
-        server = pod("server", [{"name": "srv", "image": "python", "command": ["python3", "-c",
+        server = pod("server", [{"name": "srv", "image": "python", "ports": [{"containerPort": 8080, "hostPort": 18080}],
+                                 "command": ["python3", "-c",
             "import socket\ns=socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen()\n"
             "while True:\n c,a=s.accept(); c.sendall(('hello '+a[0]).encode()); c.close()"]}])
         node.manager.sync([server])
@@ -195,6 +196,10 @@ def test_two_pods_reach_each_other_by_ip() -> None:
         assert cst["podIP"] != sst["podIP"]
         logs = node.manager.container_logs("default", "client", "cli")
         assert [r.text.decode() for r in read_log(logs.current)] == [f"hello {cst['podIP']}"]
+        # hostPort through the portmap plugin: the node's bridge address, port 18080.
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("10.42.9.1", 18080), 5)
+        assert (await asyncio.wait_for(reader.read(100), 5)).startswith(b"hello ")
+        writer.close()
         # A finished pod gives its IP back but keeps reporting it.
         await asyncio.sleep(0.3)
         assert node.lease_files() == [sst["podIP"]]
@@ -373,6 +378,7 @@ def test_agent_restart_readopts_running_pods_and_cleans_stale_ones() -> None:
         lease_dir = root / "data" / "cni" / "networks" / "edgectl"
         (lease_dir / "10.42.9.200").write_text(f"{stale}\r\neth0")
         node2 = await Node(root).start()
+        await asyncio.wait_for(node2.manager.wait_loaded(), 10)
         # Before the first sync: adopted as they are, nothing started or killed.
         st = await node2.wait(keep["metadata"]["uid"], phase("Running"))
         assert cstatus(st, "c")["containerID"] == cstatus(before, "c")["containerID"]
@@ -388,6 +394,12 @@ def test_agent_restart_readopts_running_pods_and_cleans_stale_ones() -> None:
         assert sandbox_id(drop["metadata"]["uid"]) not in netns_names()
         st = node2.manager.status(keep["metadata"]["uid"])
         assert st["phase"] == "Running" and cstatus(st, "c")["restartCount"] == 0
+        # CNI CHECK passes for the adopted pod, and names the problem once it is broken.
+        sandbox = node2.manager._pods[keep["metadata"]["uid"]].sandbox
+        await node2.manager.runtime.check_sandbox(sandbox)
+        subprocess.run(["ip", "-n", sandbox.id, "addr", "flush", "dev", "eth0"], check=True)
+        with pytest.raises(SandboxError, match="CNI CHECK failed in plugin bridge"):
+            await node2.manager.runtime.check_sandbox(sandbox)
         assert node2.manager.container_process("default", "keep", "c").pid == keep_pid
         logs = node2.manager.container_logs("default", "keep", "c")
         assert [r.text for r in read_log(logs.current)] == [b"started"]

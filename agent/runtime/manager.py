@@ -129,6 +129,7 @@ class PodManager:
         self._wake = asyncio.Event()
         self._watched: dict[int, int] = {}  # shim pid -> pidfd
         self._loaded = False
+        self._load_done = asyncio.Event()
         self._closed = False
 
     # ---- agent-facing API ------------------------------------------------------
@@ -191,6 +192,7 @@ class PodManager:
     async def load(self) -> None:
         """Re-adopt pods from disk and drop sandboxes no record knows (once)."""
         if self._loaded:
+            await self._load_done.wait()  # a concurrent caller must not see half the pods
             return
         self._loaded = True
         for state in sorted(self.data_dir.glob("pods/*/state.json")):
@@ -203,6 +205,13 @@ class PodManager:
             self._pods[rec.uid] = rec
             running = [n for n, c in rec.containers.items() if c.running]
             log.info("adopted pod", extra=fields(pod=rec.spec.key, running=",".join(running)))
+            check = getattr(self.runtime, "check_sandbox", None)  # optional: CNI CHECK
+            if check and rec.sandbox and not rec.network_released:
+                try:
+                    await check(rec.sandbox)
+                except SandboxError as exc:
+                    log.warning("adopted pod's network fails CNI CHECK", extra=fields(pod=rec.spec.key,
+                                                                                      error=str(exc)))
         keep = {r.sandbox.id for r in self._pods.values() if r.sandbox and not r.network_released}
         try:
             removed = await self.runtime.cleanup(keep_sandboxes=keep)
@@ -211,6 +220,11 @@ class PodManager:
             removed = []
         if removed:
             log.info("cleaned stale sandboxes", extra=fields(count=len(removed)))
+        self._load_done.set()
+
+    async def wait_loaded(self) -> None:
+        """Return once pods on disk are adopted and stale sandboxes are gone."""
+        await self._load_done.wait()
 
     def _save(self, rec: PodRecord) -> None:
         d = self._pod_dir(rec.uid)

@@ -184,6 +184,15 @@ class ProcessRuntime:
                 errors.append(f"ip netns delete {sid}: {text}")
         return errors
 
+    async def check_sandbox(self, sandbox: Sandbox) -> None:
+        """CNI CHECK of the pod network with the cached ADD result (after an
+        agent restart: is the adopted pod still wired?). Raises CniError."""
+        doc = sandbox.data.get("conflist")
+        if not doc:
+            raise cni.CniError(f"sandbox {sandbox.id} has no recorded CNI config to check against")
+        network = cni.CniNetwork(cni.NetworkConfigList.from_dict(doc), bin_dirs=self.config.cni_bin_dirs)
+        await network.check(self._attachment(None, sandbox.id, POD_IFNAME), sandbox.data.get("result") or {})
+
     async def stop_sandbox(self, pod: PodSpec, sandbox: Sandbox, *, remove: bool = False) -> None:
         """Release the network; with ``remove`` also delete pod files and logs."""
         doc = sandbox.data.get("conflist")
