@@ -8,7 +8,6 @@ containerd does at 16 KiB) and :func:`parse_line` reads them back for
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 MAX_LINE = 16 * 1024
 STREAMS = ("stdout", "stderr")
@@ -63,12 +62,25 @@ class LineSplitter:
         return out
 
 
-@dataclass(frozen=True, kw_only=True)
 class LogRecord:
-    timestamp: str
-    stream: str
-    partial: bool
-    text: bytes  # without the newline
+    """One parsed record. (A plain class: dataclasses would add ~3 MB to every shim.)"""
+
+    __slots__ = ("timestamp", "stream", "partial", "text")
+
+    def __init__(self, *, timestamp: str, stream: str, partial: bool, text: bytes) -> None:
+        self.timestamp = timestamp
+        self.stream = stream
+        self.partial = partial
+        self.text = text  # without the newline
+
+    def _key(self) -> tuple[str, str, bool, bytes]:
+        return (self.timestamp, self.stream, self.partial, self.text)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LogRecord) and self._key() == other._key()
+
+    def __repr__(self) -> str:
+        return f"LogRecord{self._key()!r}"
 
 
 class LogFormatError(ValueError):

@@ -298,7 +298,7 @@ class ProcessRuntime:
         (cdir / "spec.json").write_text(json.dumps(spec))
         with open(cdir / "shim.log", "ab") as shim_log:
             proc = await asyncio.create_subprocess_exec(
-                self.config.python, "-E", "-s", str(SHIM), str(cdir / "spec.json"),
+                self.config.python, "-E", "-S", str(SHIM), str(cdir / "spec.json"),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=shim_log,
                 start_new_session=True,
             )

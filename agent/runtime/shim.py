@@ -1,7 +1,8 @@
 """Per-container supervisor of the process runtime (conmon's job, in Python).
 
-Run as ``python -E -s shim.py SPEC.json`` (a standalone script, stdlib only,
-so each container costs one small interpreter, not the agent's imports).
+Run as ``python -E -S shim.py SPEC.json`` (a standalone script, stdlib only,
+without site-packages, so each container costs one small interpreter, about
+10 MB RSS, not the agent's imports).
 
 It detaches from the agent (double fork), so containers, their logs and
 their exit codes survive an agent restart. Then it:
@@ -25,7 +26,6 @@ import json
 import os
 import select
 import signal
-import socket
 import sys
 import time
 
@@ -82,7 +82,8 @@ def _enter_namespaces(spec: dict) -> None:
     _ok(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWPID), "unshare")
     # Our bind mounts must not propagate back to the host.
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    socket.sethostname(spec["hostname"])
+    name = spec["hostname"].encode()
+    _ok(_libc.sethostname(name, len(name)), "sethostname")
     for m in spec.get("mounts", []):
         _mount(m["source"], m["target"], None, MS_BIND | MS_REC)
         if m.get("readOnly"):
