@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "server": "edgectl.server.cli:server",
     "certificate": "edgectl.server.certcli:certificate",
     "tunnel": "edgectl.tunnel.cli:tunnel",
+    "agent": "edgectl.agent.cli:agent",
 }
 
 
