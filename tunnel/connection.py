@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -64,6 +63,41 @@ def code_name(code: int) -> str:
         return ErrorCode(code).name
     except ValueError:
         return str(code)
+
+
+class _WireProtocol(asyncio.Protocol):
+    """Receives the websocket's bytes straight from the transport; tracks write pause."""
+
+    def __init__(self, conn: "TunnelConnection") -> None:
+        self.conn = conn
+        self.paused = False
+        self.lost = False
+        self._resume: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.conn._on_bytes(data)
+
+    def eof_received(self) -> bool | None:
+        self.conn._on_eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.resume_writing()
+        self.conn._on_eof()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self._resume is not None and not self._resume.done():
+            self._resume.set_result(None)
+
+    async def resumed(self) -> None:
+        if self.paused and not self.lost:
+            self._resume = asyncio.get_running_loop().create_future()
+            await self._resume
 
 
 class TunnelConnection:
@@ -113,14 +147,22 @@ class TunnelConnection:
         transport = self.writer.transport
         with contextlib.suppress(Exception):
             transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER)
-        if pending:
-            self.ws.receive_data(pending)
+        # From here on the transport feeds us directly (no StreamReader copy);
+        # bytes the StreamReader had already read ahead are taken first.
+        ahead = bytes(self.reader._buffer)  # noqa: SLF001 - read-ahead of the handshake reader
+        self.reader._buffer.clear()  # noqa: SLF001
+        at_eof = self.reader.at_eof()
+        self._wire = _WireProtocol(self)
+        transport.set_protocol(self._wire)
+        with contextlib.suppress(Exception):
+            transport.resume_reading()
+        if pending or ahead:
+            self.ws.receive_data(pending + ahead)
         self._process_ws_events()
+        if at_eof:
+            self._on_eof()
         self._wake.set()
-        self._tasks = [
-            asyncio.create_task(self._read_loop(), name=f"tunnel-read-{self.name}"),
-            asyncio.create_task(self._timer_loop(), name=f"tunnel-timer-{self.name}"),
-        ]
+        self._tasks = [asyncio.create_task(self._timer_loop(), name=f"tunnel-timer-{self.name}")]
         try:
             await self._write_loop()
         finally:
@@ -133,7 +175,7 @@ class TunnelConnection:
             if self.session.closed is not None and self.session.closed.code:
                 transport.abort()  # after an error, do not wait on a peer that may be stuck
             else:
-                self.writer.close()
+                transport.close()
             self.ended.set()
 
     def open_stream(self, target: str) -> TunnelStream:
@@ -196,22 +238,18 @@ class TunnelConnection:
 
     # ---- loops ----------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        reader = self.reader
-        while self.session.closed is None:
-            try:
-                data = await reader.read(READ_SIZE)
-            except (ConnectionError, OSError, ssl.SSLError):
-                data = b""
-            if not data:
-                self.ws.receive_eof()
-                self._process_ws_events()
-                self.session.receive_eof(self.now)
-                self._process_session_events()
-                self._wake.set()
-                return
+    def _on_bytes(self, data: bytes) -> None:
+        if self.session.closed is None:
             self.ws.receive_data(data)
             self._process_ws_events()
+
+    def _on_eof(self) -> None:
+        if self.session.closed is None:
+            self.ws.receive_eof()
+            self._process_ws_events()
+            self.session.receive_eof(self.now)
+            self._process_session_events()
+        self._wake.set()
 
     async def _timer_loop(self) -> None:
         session = self.session
@@ -224,8 +262,8 @@ class TunnelConnection:
             self._wake.set()
 
     async def _write_loop(self) -> None:
-        session, ws, writer = self.session, self.ws, self.writer
-        transport = writer.transport
+        session, ws, wire = self.session, self.ws, self._wire
+        transport = self.writer.transport
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -236,9 +274,10 @@ class TunnelConnection:
                 if session.closed is not None and not ws.close_sent and ws.state.name == "OPEN":
                     ws.send_close(1000 if not session.closed.code else 1002, session.closed.message[:100])
                 out = ws.data_to_send()
-                for chunk in out:
-                    if chunk:
-                        writer.write(chunk)
+                if not transport.is_closing():
+                    for chunk in out:
+                        if chunk:
+                            transport.write(chunk)
                 writable = session.writable_streams()
                 if writable:
                     for sid in writable:
@@ -247,15 +286,11 @@ class TunnelConnection:
                             st.wake_writer()
                 if not msg:
                     break
-                if transport.get_write_buffer_size() > TRANSPORT_HIGH_WATER:
-                    try:
-                        await writer.drain()
-                    except (ConnectionError, OSError):
-                        session.receive_eof(self.now)
-                        self._process_session_events()
+                if wire.paused:
+                    await wire.resumed()
             if session.closed is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.drain(), 2.0)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wire.resumed(), 2.0)
                 return
 
     # ---- event dispatch ------------------------------------------------------

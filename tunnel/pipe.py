@@ -19,8 +19,9 @@ CHUNK = 1024 * 1024
 
 
 async def _copy(reader: Any, writer: Any) -> None:
+    read_chunk = getattr(reader, "read_chunk", None)  # tunnel streams: no copy
     while True:
-        data = await reader.read(CHUNK)
+        data = await read_chunk() if read_chunk is not None else await reader.read(CHUNK)
         if not data:
             break
         writer.write(data)

@@ -167,6 +167,19 @@ class TunnelReader:
         # Whole chunks when they fit: avoids re-slicing big DATA payloads.
         return self._take(min(n, self._size))
 
+    async def read_chunk(self) -> memoryview | bytes:
+        """The next received chunk as delivered (zero-copy, may be a memoryview); b"" at EOF.
+
+        For relays that pass data straight to another transport.
+        """
+        await self._wait()
+        if not self._size:
+            return b""
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        self._stream.conn.consumed(self._stream.id, len(chunk))
+        return chunk
+
     async def readexactly(self, n: int) -> bytes:
         parts: list[bytes] = []
         got = 0
