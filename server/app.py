@@ -23,10 +23,12 @@ from edgectl import httpd
 from edgectl.errors import EdgectlError
 from edgectl.joinproto import ClusterConfig
 from edgectl.log import fields
+from edgectl.paths import KUBELET_PORT
 
 from . import discovery, metrics
 from .api import ApiServer, current_attrs, status_response
 from .auth import Authenticator, authorize, forbidden_message, node_name_of, request_attributes
+from .nodeproxy import TunnelNodeProxy
 from .join import JoinService, NodePasswordExists, hash_from_secret, node_password_secret, secret_name, SECRET_NAMESPACE
 from .pki import ClusterPKI
 from .registry import Registry
@@ -178,6 +180,20 @@ class ControlPlane:
 
         self.router.add(CONNECT_PATH, connect)
         self.router.add(STATUS_PATH, self.tunnel.stats_handler)
+        assert self.pki is not None
+        self.api.node_proxy = TunnelNodeProxy(self.tunnel, ssl_context=self.pki.kubelet_client_ssl_context(),
+                                              kubelet_port=self._kubelet_port)
+
+    async def _kubelet_port(self, node: str) -> int:
+        """The port the node's kubelet reports (Node.status.daemonEndpoints), else 10250."""
+        assert self.registry is not None
+        try:
+            obj = await self.registry.get(self.registry.resource("nodes"), None, node)
+        except ApiError:
+            return KUBELET_PORT
+        endpoint = (((obj.get("status") or {}).get("daemonEndpoints") or {}).get("kubeletEndpoint") or {})
+        port = endpoint.get("Port")
+        return int(port) if isinstance(port, int) and 0 < port < 65536 else KUBELET_PORT
 
     async def _start_controllers(self, port: int) -> None:
         if not self.config.controllers:
