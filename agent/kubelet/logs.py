@@ -192,14 +192,16 @@ class _Reader:
         self.partial = b""
 
     def read_lines(self) -> list[bytes]:
-        data = os.pread(self.fd, READ_BLOCK, self.offset)
-        if not data:
-            return []
-        self.offset += len(data)
-        data = self.partial + data
-        lines = data.split(b"\n")
-        self.partial = lines.pop()  # incomplete record (or b"")
-        return lines
+        """Complete records read so far; [] only at the current end of file."""
+        while True:
+            data = os.pread(self.fd, READ_BLOCK, self.offset)
+            if not data:
+                return []
+            self.offset += len(data)
+            lines = (self.partial + data).split(b"\n")
+            self.partial = lines.pop()  # incomplete record (or b"")
+            if lines:
+                return lines
 
     def flush_partial(self) -> list[bytes]:
         """At the very end: an unterminated last record is still output."""
