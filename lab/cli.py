@@ -216,3 +216,19 @@ def matrix(name: str | None, port: int, udp: bool, timeout: float, routers: bool
     out.print(table)
     out.print("[green]✓[/] reachable   [red]✗[/] blocked (no answer within "
               f"{timeout}s: NAT hides the node or a firewall drops new connections)")
+
+
+@lab.command()
+@click.argument("name", required=False)
+@click.option("--node", "server", default=None, help="Server node (default: the first server).")
+def kubeconfig(name: str | None, server: str | None) -> None:
+    """Print the path of the host kubeconfig for a lab's server (its 6443 published on 127.0.0.1).
+
+    Use it as: kubectl --kubeconfig "$(edgectl lab kubeconfig)" get nodes
+    """
+    from .cluster import kubeconfig_for
+
+    names = [name] if name else Lab.names()
+    if len(names) != 1:
+        raise LabError("no lab is up" if not names else f"several labs are up ({', '.join(names)}); give a NAME")
+    click.echo(str(kubeconfig_for(Lab.attach(names[0]), server)))

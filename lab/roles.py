@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .cluster import AgentRole, ServerRole
 from .topology import Node
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ class Pending:
 ROLES: dict[str, Role] = {
     "host": Plain(),
     "router": Plain(),
-    "server": Pending("server"),
-    "agent": Pending("agent"),
+    "server": ServerRole(),  # edgectl server (+ embedded agent), see cluster.py
+    "agent": AgentRole(),  # edgectl agent
 }
 
 

@@ -5,9 +5,11 @@ import asyncio
 import ipaddress
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
+from edgectl.agent.embed import embedded_agent_config, embedded_agent_options, run_embedded_agent
 from edgectl.config import ConfigCommand
 from edgectl.errors import EdgectlError
 from edgectl.httpd import DEFAULT_MAX_BODY
@@ -48,9 +50,10 @@ def _cidr(value: str, flag: str) -> str:
               help="Overlay backend the agents use.")
 @click.option("--max-request-body", type=click.IntRange(1024, 1 << 30), default=DEFAULT_MAX_BODY, show_default=True,
               help="Largest accepted request body in bytes (larger gets 413).")
+@embedded_agent_options
 def server(data_dir: Path, bind_address: str, https_listen_port: int, write_kubeconfig: Path, token: str | None,
            tls_san: tuple[str, ...], disable_agent: bool, cluster_cidr: str, service_cidr: str,
-           egress_selector_mode: str, flannel_backend: str, max_request_body: int) -> None:
+           egress_selector_mode: str, flannel_backend: str, max_request_body: int, **agent_flags: Any) -> None:
     """Run the edgectl control plane (API server, datastore, join endpoints)."""
     from .app import ServerConfig, run
 
@@ -66,12 +69,19 @@ def server(data_dir: Path, bind_address: str, https_listen_port: int, write_kube
         egress_selector_mode=egress_selector_mode, max_request_body=max_request_body, disable_agent=disable_agent,
     )
 
+    agent_config = None if disable_agent else embedded_agent_config(config, agent_flags)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run(config, stop=stop)
+        if agent_config is None:
+            await run(config, stop=stop)
+            return
+        # The agent is the server machine's node (as in k3s): same process, its
+        # own task; it joins over loopback once the server answers.
+        await asyncio.gather(run(config, stop=stop), run_embedded_agent(config, agent_config, stop=stop))
 
     try:
         import uvloop  # optional: a faster event loop when installed
