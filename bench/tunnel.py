@@ -168,6 +168,12 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its reaped children), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -277,19 +283,22 @@ def bench_single_stream(procs: Procs, tmp: Path, nbytes: int, skip: set[str]) ->
     _, sink = procs.start([*ME, "_helper", "sink"])
     results: dict[str, float] = {}
 
-    def measure(name: str, port: int) -> None:
+    def measure(name: str, port: int, pids: dict[str, int] | None = None) -> None:
         blast(port, 64 * MiB)  # warm-up: windows grow, caches fill
+        before = {k: cpu_seconds(p) for k, p in (pids or {}).items()}
         results[name] = blast(port, nbytes)
-        print(f"  {name:<28} {results[name]:8.0f} MB/s  {gbit(results[name])}", flush=True)
+        cpu = "  ".join(f"{k} {(cpu_seconds(p) - before[k]) / (nbytes / 2**30):.2f} CPU-s/GiB" for k, p in (pids or {}).items())
+        print(f"  {name:<28} {results[name]:8.0f} MB/s  {gbit(results[name])}  {cpu}", flush=True)
 
     measure("direct TCP", sink)
     if "tunnel" not in skip:
-        fport = free_port()
-        rig = TunnelRig(procs, tmp, allow_ports=[sink], forwards=[(fport, sink)])
-        wait_port(fport)
-        measure("tunnel (TLS, uvloop)", fport)
-        procs.stop(rig.agent)
-        procs.stop(rig.server)
+        for label, uv in (("tunnel (TLS, uvloop)", True), ("tunnel (TLS, asyncio)", False)):
+            fport = free_port()
+            rig = TunnelRig(procs, tmp, allow_ports=[sink], forwards=[(fport, sink)], uvloop=uv)
+            wait_port(fport)
+            measure(label, fport, {"server": rig.server.pid, "agent": rig.agent.pid})
+            procs.stop(rig.agent)
+            procs.stop(rig.server)
     if "ssh" not in skip and shutil.which("ssh") and Path("/usr/sbin/sshd").exists():
         for label, cipher in (("ssh -R (default cipher)", None), ("ssh -R (aes128-gcm)", "aes128-gcm@openssh.com")):
             before = list(procs.procs)
@@ -299,7 +308,7 @@ def bench_single_stream(procs: Procs, tmp: Path, nbytes: int, skip: set[str]) ->
                 procs.stop(p)
     for label, uv in (("asyncio relay (uvloop)", True), ("asyncio relay (asyncio)", False)):
         p, rport = procs.start([*ME, "_helper", "relay", str(sink), "1" if uv else "0"])
-        measure(label, rport)
+        measure(label, rport, {"relay": p.pid})
         procs.stop(p)
     return results
 
@@ -419,13 +428,13 @@ def bench_rss(procs: Procs, tmp: Path, agents: int) -> dict[str, float]:
     time.sleep(0.5)
     base = rss_kib(server.pid)
     per = agents // 4
+    t0 = time.monotonic()
     sims = [procs.start([*ME, "_helper", "agents", f"https://127.0.0.1:{port}", str(tls.ca_cert), str(per), f"sim{i}"])[0] for i in range(4)]
 
     from edgectl.tunnel.cli import fetch_status
     from edgectl.tunnel.clientconfig import Credentials
 
     creds = Credentials(server=f"https://127.0.0.1:{port}", ca_pem=tls.ca_cert.read_text(), token=ADMIN)
-    t0 = time.monotonic()
     n = 0
     while time.monotonic() - t0 < 120:
         with contextlib.suppress(Exception):
@@ -465,10 +474,11 @@ def main() -> None:
                 report["single"] = r
                 t = r.get("tunnel (TLS, uvloop)")
                 if t:
-                    print("  ratios (tunnel / X):", flush=True)
+                    print("  ratios (tunnel with uvloop / X):", flush=True)
                     for k, v in r.items():
                         if k != "tunnel (TLS, uvloop)":
                             print(f"    tunnel / {k:<26} {t / v:5.2f}x", flush=True)
+                    print("  targets: >= 1.0x ssh -R aes128-gcm, >= 0.6x asyncio relay", flush=True)
             if "inproc" not in skip:
                 print("== streams (server in this process, agent in another)", flush=True)
                 from edgectl.tunnel.loop import run

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -17,6 +18,9 @@ def loop_factory() -> Any:
 
 
 def run(coro: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
+    """``EDGECTL_TUNNEL_NO_UVLOOP=1`` forces the stdlib loop (benchmarks, debugging)."""
+    if os.environ.get("EDGECTL_TUNNEL_NO_UVLOOP") == "1":
+        use_uvloop = False
     factory = loop_factory() if use_uvloop else None
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
