@@ -9,10 +9,7 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import ssl
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ import pytest
 
 from edgectl.agent.kubelet import client as kc
 from edgectl.agent.kubelet.server import KubeletConfig, KubeletServer
-from edgectl.agent.runtime.interface import ContainerLogs, ContainerProcess, PodNetwork
+from edgectl.agent.kubelet.testing import StaticPods, container_namespace
 from edgectl.agent.streams import channels as ch
 from edgectl.agent.streams.spdy_frames import make_headers
 from edgectl.server.pki import issue  # tests may use server code; agent code never does
@@ -70,71 +67,11 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 # --- a container: a real process in new pid/mount/uts/net namespaces ---------------
 
-def _child_pid(parent: int, timeout: float = 5.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        except FileNotFoundError:
-            children = []
-        if children:
-            return int(children[0])
-        time.sleep(0.02)
-    raise RuntimeError("unshare did not start its child")
-
-
 @pytest.fixture(scope="module")
 def container() -> Iterator[int]:
     """Host PID of the container's PID 1 (a web server on 127.0.0.1:POD_PORT in its own netns)."""
-    script = (f"hostname {HOSTNAME}; ip link set lo up; "
-              f"exec python3 -m http.server {POD_PORT} --bind 127.0.0.1 --directory /proc/self/fdinfo")
-    proc = subprocess.Popen(["unshare", "--fork", "--pid", "--mount-proc", "--uts", "--net", "--mount", "--ipc",
-                             "sh", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        pid = _child_pid(proc.pid)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # wait for the listener (port in /proc/<pid>/net/tcp)
-            if f":{POD_PORT:04X} 00000000:0000 0A" in Path(f"/proc/{pid}/net/tcp").read_text():
-                break
-            time.sleep(0.05)
+    with container_namespace(hostname=HOSTNAME, http_port=POD_PORT) as pid:
         yield pid
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)  # unshare --fork: killing it kills the namespace's PID 1 too
-        proc.wait(5)
-
-
-class StaticPods:
-    """A PodView over fixed data (the runtime's real PodView lives in agent/runtime)."""
-
-    def __init__(self, pid: int, log_dir: Path) -> None:
-        self.pid = pid
-        self.log_dir = log_dir
-        self.running = True
-
-    def find_uid(self, namespace: str, name: str) -> str | None:
-        return "uid-1" if (namespace, name) == ("default", "web") else None
-
-    def container_process(self, namespace: str, pod: str, container: str) -> ContainerProcess | None:
-        if (namespace, pod, container) != ("default", "web", "main"):
-            return None
-        return ContainerProcess(pod_uid="uid-1", container="main", container_id="process://x", pid=self.pid,
-                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GREETING": "hi"}, working_dir="/")
-
-    def container_logs(self, namespace: str, pod: str, container: str) -> ContainerLogs | None:
-        if (namespace, pod, container) != ("default", "web", "main"):
-            return None
-        files = sorted(self.log_dir.glob("*.log"), key=lambda p: int(p.stem))
-        return ContainerLogs(current=str(files[-1]) if files else None,
-                             previous=str(files[-2]) if len(files) > 1 else None, running=self.running)
-
-    def pod_network(self, namespace: str, pod: str) -> PodNetwork | None:
-        if (namespace, pod) != ("default", "web"):
-            return None
-        return PodNetwork(pod_uid="uid-1", netns_path=f"/proc/{self.pid}/ns/net", ips=("10.42.0.5",))
-
-    def pods(self) -> list[dict[str, Any]]:
-        return [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default", "uid": "uid-1"},
-                 "status": {"phase": "Running", "podIP": "10.42.0.5"}}]
 
 
 class Kubelet:
