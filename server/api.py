@@ -304,6 +304,7 @@ class ApiServer:
         listed = await self.registry.list(
             t.res, t.namespace, selection=self._selection(req, t), limit=limit,
             continue_token=req.arg("continue"), resource_version=req.arg("resourceVersion"),
+            exact=req.arg("resourceVersionMatch") == "Exact",
         )
         wanted = negotiate(req.headers.get("accept"))
         if wanted.as_ == "Table":
@@ -377,8 +378,15 @@ class ApiServer:
 
     # --- writes -----------------------------------------------------------------------
 
+    def _check_shape(self, t: Target, obj: Any) -> None:
+        problems = fieldcheck.shape_errors(t.res.plural, obj)
+        if problems:
+            raise status.bad_request(f"{t.res.kind} in version \"{t.res.version}\" cannot be handled as a {t.res.kind}: "
+                                     + "; ".join(problems[:5]))
+
     def _check_fields(self, req: Request, t: Target, obj: Any) -> list[str]:
         """Apply fieldValidation; returns warnings for Warn mode."""
+        self._check_shape(t, obj)
         mode = _field_validation(req)
         if not isinstance(obj, dict) or mode == "Ignore":
             if isinstance(obj, dict):
@@ -454,8 +462,7 @@ class ApiServer:
             except PatchError as exc:
                 raise ApiError(422 if patch_type == "json" else 400, f"the patch could not be applied: {exc}",
                                "Invalid" if patch_type == "json" else "BadRequest") from None
-            if not isinstance(new, dict):
-                raise status.bad_request("the patched object must be a JSON object")
+            self._check_shape(t, new)
             unknown = fieldcheck.unknown_fields(t.res.plural, new, prune=mode != "Strict")
             if unknown and mode == "Strict":
                 detail = ", ".join(f'unknown field "{u}"' for u in unknown)

@@ -65,14 +65,19 @@ SERVICE_SPEC = {
     "loadBalancerClass": S, "internalTrafficPolicy": S, "trafficDistribution": S,
 }
 TOP = {"apiVersion": S, "kind": S, "metadata": OBJECT_META}
+OBJ: dict[str, Any] = {"*": ANY}  # an object with any content
+POD_STATUS = {"conditions": L(OBJ), "containerStatuses": L(OBJ), "initContainerStatuses": L(OBJ),
+              "podIPs": L(OBJ), "hostIPs": L(OBJ), "*": ANY}
+NODE_STATUS = {"conditions": L(OBJ), "addresses": L(OBJ), "daemonEndpoints": {"kubeletEndpoint": OBJ},
+               "nodeInfo": OBJ, "capacity": M(), "allocatable": M(), "*": ANY}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "pods": {**TOP, "spec": POD_SPEC, "status": ANY},
+    "pods": {**TOP, "spec": POD_SPEC, "status": POD_STATUS},
     "nodes": {**TOP, "spec": {"podCIDR": S, "podCIDRs": L(S), "providerID": S, "unschedulable": S, "taints": ANY,
-                              "configSource": ANY, "externalID": S}, "status": ANY},
-    "namespaces": {**TOP, "spec": {"finalizers": L(S)}, "status": ANY},
-    "services": {**TOP, "spec": SERVICE_SPEC, "status": ANY},
-    "endpoints": {**TOP, "subsets": ANY},
+                              "configSource": ANY, "externalID": S}, "status": NODE_STATUS},
+    "namespaces": {**TOP, "spec": {"finalizers": L(S)}, "status": OBJ},
+    "services": {**TOP, "spec": SERVICE_SPEC, "status": OBJ},
+    "endpoints": {**TOP, "subsets": L({"addresses": L(OBJ), "notReadyAddresses": L(OBJ), "ports": L(OBJ)})},
     "configmaps": {**TOP, "data": M(), "binaryData": M(), "immutable": S},
     "secrets": {**TOP, "data": M(), "stringData": M(), "type": S, "immutable": S},
     "serviceaccounts": {**TOP, "secrets": ANY, "imagePullSecrets": ANY, "automountServiceAccountToken": S},
@@ -87,7 +92,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "ingress": L({"ports": L(NP_PORT), "from": L(PEER)}),
         "egress": L({"ports": L(NP_PORT), "to": L(PEER)}),
         "policyTypes": L(S),
-    }, "status": ANY},
+    }, "status": OBJ},
 }
 
 
@@ -124,3 +129,54 @@ def _walk(schema: Any, value: Any, path: str, out: list[str], prune: bool) -> No
                 del value[key]
             continue
         _walk(sub, value[key], f"{path}.{key}" if path else key, out, prune)
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def shape_errors(plural: str, obj: Any) -> list[str]:
+    """Values of the wrong JSON type where the schema knows the type (a map where
+    a string belongs, a string where a list belongs). Upstream's decoder rejects
+    these with 400 before anything else runs; so do we."""
+    if not isinstance(obj, dict):
+        return [f"the object must be a JSON object, not {_kind_of(obj)}"]
+    schema = SCHEMAS.get(plural, TOP)
+    out: list[str] = []
+    _shape(schema, obj, "", out)
+    return out
+
+
+def _shape(schema: Any, value: Any, path: str, out: list[str]) -> None:
+    if schema is ANY or value is None:
+        return
+    where = path or "<root>"
+    if schema is S:
+        if isinstance(value, (dict, list)):
+            out.append(f"{where}: expected a scalar value, got {_kind_of(value)}")
+        return
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            out.append(f"{where}: expected an array, got {_kind_of(value)}")
+            return
+        for i, item in enumerate(value):
+            _shape(schema[0], item, f"{path}[{i}]", out)
+        return
+    if not isinstance(value, dict):
+        out.append(f"{where}: expected an object, got {_kind_of(value)}")
+        return
+    free = schema.get("*")
+    for key, item in value.items():
+        sub = schema.get(key, free)
+        if sub is not None:
+            _shape(sub, item, f"{path}.{key}" if path else key, out)

@@ -188,6 +188,7 @@ class Registry:
         limit: int = 0,
         continue_token: str | None = None,
         resource_version: str | None = None,
+        exact: bool = False,
     ) -> ObjectList:
         """List, consistent at one revision. With ``limit``, pages carry a
         continue token that pins the revision (410 once it is compacted)."""
@@ -199,8 +200,15 @@ class Registry:
             if not start_after.startswith(prefix):
                 raise status.bad_request("continue key is not valid: it does not belong to this list")
         elif resource_version not in (None, "", "0"):
-            # An exact RV (resourceVersionMatch=Exact or a plain RV): serve at that revision if kept.
-            revision = _parse_rv(resource_version)
+            wanted = _parse_rv(resource_version)
+            if exact:
+                revision = wanted  # served from history while it is kept (410 after compaction)
+            elif wanted > await self.store.current_revision():
+                # "Not older than" a revision we have not reached: upstream waits, then says this.
+                raise status.ApiError(504, "Too large resource version", "Timeout",
+                                      {"causes": [{"reason": "ResourceVersionTooLarge",
+                                                   "message": f"Too large resource version: {wanted}"}],
+                                       "retryAfterSeconds": 1})
         # Narrow a metadata.name field selector to one key (kubectl delete --wait does this).
         exact_name = selection.fields.exact("metadata.name")
         if exact_name is not None and (not res.namespaced or namespace):

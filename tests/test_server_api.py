@@ -222,3 +222,42 @@ def test_python_kubernetes_client_lists_and_watches(srv: ServerProcess) -> None:
     with pytest.raises(kubernetes.client.exceptions.ApiException) as err:
         core.read_namespaced_pod("pyclient", "default")
     assert err.value.status == 404
+
+
+def test_random_malformed_objects_never_500(srv: ServerProcess) -> None:
+    """Random shapes (wrong types, junk patches) in every resource: always a 4xx, never a 5xx."""
+    import random
+
+    rnd = random.Random(4)
+    vals = [None, 1, -1, "x", "", [], {}, [1], {"a": 1}, True, 1.5, "UPPER", {"name": 1}, [{}], [None]]
+    paths = {
+        PODS: ["metadata", "spec", "status", "kind", "apiVersion"],
+        "/api/v1/namespaces/default/services": ["metadata", "spec"],
+        "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies": ["metadata", "spec"],
+        "/api/v1/nodes": ["metadata", "spec", "status"],
+        "/api/v1/namespaces/default/secrets": ["metadata", "data", "stringData", "type"],
+        "/api/v1/namespaces/default/endpoints": ["metadata", "subsets"],
+        "/apis/coordination.k8s.io/v1/namespaces/default/leases": ["metadata", "spec"],
+    }
+
+    def sub() -> object:
+        return rnd.choice(vals + [{"name": "ok"}, {"containers": rnd.choice(vals)}, {"ports": [rnd.choice(vals)]},
+                                  {"ingress": [{"from": [rnd.choice(vals)], "ports": [rnd.choice(vals)]}]},
+                                  {"podSelector": rnd.choice(vals)}, {"labels": rnd.choice(vals)}])
+
+    patch_types = ["application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json"]
+    for i in range(400):
+        path, keys = rnd.choice(list(paths.items()))
+        body: object = {k: sub() for k in rnd.sample(keys, rnd.randint(0, len(keys)))}
+        if rnd.random() < 0.7:
+            body.setdefault("metadata", {"name": f"fz{i}"})  # type: ignore[union-attr]
+        method = rnd.choice(["POST", "PUT", "PATCH"])
+        url = path if method == "POST" else f"{path}/fz{rnd.randint(0, i)}"
+        headers = {"Content-Type": "application/json"}
+        if method == "PATCH":
+            headers["Content-Type"] = rnd.choice(patch_types)
+            if headers["Content-Type"] == patch_types[2]:
+                body = [{"op": rnd.choice(["add", "remove", "replace", "move", "x"]), "path": rnd.choice(["/spec", "", "/a/b", 5]),
+                         "value": sub(), "from": "/metadata"}]
+        code, resp = srv.json(method, url, body, headers=headers)
+        assert code < 500, (method, url, body, resp)
