@@ -113,7 +113,8 @@ class KubeletAPI:
         network = self.pods.pod_network(namespace, pod)
         if network is None:
             return status_response(404, f"pod {namespace}/{pod} not found on this node (or has no network yet)")
-        log.info("port-forward", extra=fields(pod=f"{namespace}/{pod}"))
+        log.info("port-forward", extra=fields(pod=f"{namespace}/{pod}",
+                                              transport="websocket" if is_websocket_upgrade(request) else "spdy"))
         return await serve_portforward_request(request, network=network, pod=f"{namespace}/{pod}")
 
 

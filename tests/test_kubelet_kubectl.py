@@ -1,0 +1,221 @@
+"""Real kubectl (1.27-1.33) against our kubelet, through the real server and tunnel,
+covering each wire protocol kubectl can choose:
+
+- exec: SPDY (1.27, 1.29, and 1.33 with KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false),
+  websocket v5 (1.33, and 1.29 with KUBECTL_REMOTE_COMMAND_WEBSOCKETS=true);
+- exec -it: a pty whose size follows kubectl's terminal (driven under ``script``);
+- port-forward: SPDY (1.27, 1.30, and 1.33 with KUBECTL_PORT_FORWARD_WEBSOCKETS=false)
+  and websocket-wrapped SPDY (1.31, 1.33), into a server that listens only
+  inside the pod's network namespace.
+
+Which transport was used is read from the kubelet's own log record.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgectl.agent.kubelet.testing import StaticPods, container_namespace
+from edgectl.joinproto import NODE_CERTS_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, NodeCerts, basic_auth, parse_token
+from edgectl.server.testing import ServerProcess, kubectl_path
+
+pytestmark = [
+    pytest.mark.skipif(not kubectl_path("1.27").exists() or not kubectl_path("1.33").exists(), reason="kubectl binaries not installed"),
+    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"),
+]
+NODE = "kltest-node"
+HOSTNAME = "kltest-web"
+POD_PORT = 18081
+
+
+class NodeSide:
+    """Tunnel agent + our kubelet on their own event loop thread."""
+
+    def __init__(self, srv: ServerProcess, certs: NodeCerts, pods: StaticPods, workdir: Path) -> None:
+        self.srv, self.certs, self.pods, self.workdir = srv, certs, pods, workdir
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.port = 0
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(20)
+
+    async def _start(self) -> None:
+        from edgectl.agent.kubelet.server import KubeletConfig, KubeletServer
+        from edgectl.tunnel.agent import AgentConfig, TunnelAgent, client_ssl_context
+        from edgectl.tunnel.allowlist import AllowList
+
+        d = self.workdir
+        for name, data in (("serving.crt", self.certs.serving_cert), ("serving.key", self.certs.serving_key),
+                           ("client.crt", self.certs.client_cert), ("client.key", self.certs.client_key),
+                           ("client-ca.crt", self.certs.client_ca)):
+            (d / name).write_bytes(data)
+        self.kubelet = KubeletServer(KubeletConfig(cert_file=d / "serving.crt", key_file=d / "serving.key",
+                                                   client_ca_file=d / "client-ca.crt", port=0), pods=self.pods)
+        _, self.port = await self.kubelet.start()
+        ctx = client_ssl_context(ca_data=self.certs.server_ca.decode(), cert_file=str(d / "client.crt"),
+                                 key_file=str(d / "client.key"))
+        self.agent = TunnelAgent(AgentConfig(server=self.srv.url, node=NODE, allow=AllowList(kubelet_port=self.port)),
+                                 ssl_context=ctx)
+        self.agent_task = asyncio.ensure_future(self.agent.run())
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            await self.agent.stop()
+            self.agent_task.cancel()
+            await self.kubelet.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+
+
+def _join(srv: ServerProcess) -> NodeCerts:
+    token = parse_token((srv.data_dir / "token").read_text().strip())
+    code, _, body = srv.request("POST", NODE_CERTS_PATH, b"", anonymous=True, headers={
+        "Authorization": basic_auth(token.secret), NODE_NAME_HEADER: NODE, NODE_PASSWORD_HEADER: "kltest-password-1"})
+    assert code == 200, body
+    return NodeCerts.from_json(body)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    work = tmp_path_factory.mktemp("kubelet-kubectl")
+    (work / "logs").mkdir()
+    srv = ServerProcess(work / "srv")
+    node: NodeSide | None = None
+    with container_namespace(hostname=HOSTNAME, http_port=POD_PORT) as pid:
+        try:
+            srv.start()
+            node = NodeSide(srv, _join(srv), StaticPods(pid=pid, log_dir=work / "logs"), work)
+            node.start()
+            assert srv.json("POST", "/api/v1/nodes", {"metadata": {"name": NODE}})[0] == 201
+            code, _ = srv.json("PATCH", f"/api/v1/nodes/{NODE}/status",
+                               {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": node.port}}}},
+                               headers={"Content-Type": "application/merge-patch+json"})
+            assert code == 200
+            assert srv.json("POST", "/api/v1/namespaces/default/pods", {
+                "metadata": {"name": "web"},
+                "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "busybox"}]}})[0] == 201
+            srv.json("PATCH", "/api/v1/namespaces/default/pods/web/status", {"status": {"phase": "Running"}},
+                     headers={"Content-Type": "application/merge-patch+json"})
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                code, body = srv.json("GET", "/v1-edge/tunnels")
+                if code == 200 and any(s.get("node") == NODE for s in body.get("sessions", [])):
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError(f"tunnel session never came up: {body}")
+            yield srv
+        finally:
+            if node is not None:
+                node.stop()
+            srv.stop()
+
+
+def kubectl(srv: ServerProcess, version: str, *args: str, env: dict[str, str] | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [str(kubectl_path(version)), "--kubeconfig", str(srv.kubeconfig),
+           "--cache-dir", str(srv.workdir / f"cache-{version}"), *args]
+    return subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def last_transport(caplog: pytest.LogCaptureFixture, message: str) -> str:
+    records = [r for r in caplog.records if r.name.startswith("edgectl.agent.kubelet") and r.getMessage() == message]
+    assert records, f"no kubelet {message!r} log record"
+    return str(getattr(records[-1], "edgectl_fields", {}).get("transport"))
+
+
+EXEC_CASES = [
+    ("1.27", {}, "spdy"),
+    ("1.29", {}, "spdy"),
+    ("1.29", {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "true"}, "websocket"),
+    ("1.33", {}, "websocket"),
+    ("1.33", {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}, "spdy"),
+]
+
+
+@pytest.mark.parametrize(("version", "env", "transport"), EXEC_CASES, ids=[f"{v}-{t}" for v, e, t in EXEC_CASES])
+def test_kubectl_exec(chain: ServerProcess, caplog: pytest.LogCaptureFixture, version: str, env: dict[str, str],
+                      transport: str) -> None:
+    caplog.set_level(logging.INFO, logger="edgectl.agent.kubelet")
+    out = kubectl(chain, version, "exec", "web", "--", "cat", "/proc/sys/kernel/hostname", env=env)
+    assert (out.returncode, out.stdout) == (0, HOSTNAME + "\n"), out.stderr
+    assert last_transport(caplog, "exec") == transport
+    out = kubectl(chain, version, "exec", "web", "--", "sh", "-c", "echo $GREETING; echo err >&2; exit 3", env=env)
+    assert out.returncode == 3 and out.stdout == "hi\n" and "err" in out.stderr, (out.stdout, out.stderr)
+    data = "".join(f"line {i}\n" for i in range(20000))  # ~200 KB: well past one SPDY window
+    out = kubectl(chain, version, "exec", "-i", "web", "--", "sh", "-c", "cat; echo done", input=data, env=env)
+    assert out.returncode == 0 and out.stdout == data + "done\n", out.stderr
+
+
+TTY_CASES = [("1.27", {}), ("1.33", {}), ("1.33", {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"})]
+
+
+@pytest.mark.parametrize(("version", "env"), TTY_CASES, ids=["1.27-spdy", "1.33-websocket", "1.33-spdy"])
+def test_kubectl_exec_tty_follows_the_terminal_size(chain: ServerProcess, version: str, env: dict[str, str]) -> None:
+    if shutil.which("script") is None:
+        pytest.skip("script(1) not installed")
+    inner = (f"stty rows 33 cols 111; {kubectl_path(version)} --kubeconfig {chain.kubeconfig} "
+             f"--cache-dir {chain.workdir / ('cache-' + version)} exec -it web -- sh -c 'stty size; tty; exit 5'")
+    out = subprocess.run(["script", "-qec", inner, "/dev/null"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+    assert "33 111" in out.stdout, out.stdout + out.stderr
+    assert "/dev/pts/" in out.stdout
+    assert "exit code 5" in out.stdout + out.stderr or out.returncode == 5, (out.returncode, out.stdout)
+
+
+PF_CASES = [
+    ("1.27", {}, "spdy"),
+    ("1.30", {}, "spdy"),
+    ("1.31", {}, "websocket"),
+    ("1.33", {}, "websocket"),
+    ("1.33", {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}, "spdy"),
+]
+
+
+@pytest.mark.parametrize(("version", "env", "transport"), PF_CASES, ids=[f"{v}-{t}" for v, e, t in PF_CASES])
+def test_kubectl_port_forward_into_the_pod_netns(chain: ServerProcess, caplog: pytest.LogCaptureFixture, version: str,
+                                                 env: dict[str, str], transport: str) -> None:
+    caplog.set_level(logging.INFO, logger="edgectl.agent.kubelet")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        local_port = s.getsockname()[1]
+    cmd = [str(kubectl_path(version)), "--kubeconfig", str(chain.kubeconfig), "--cache-dir",
+           str(chain.workdir / f"cache-{version}"), "port-forward", "pod/web", f"{local_port}:{POD_PORT}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    try:
+        deadline = time.monotonic() + 20
+        bodies: list[bytes] = []
+        while time.monotonic() < deadline and len(bodies) < 3:  # three connections over one session
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{local_port}/", timeout=5) as resp:
+                    bodies.append(resp.read())
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        assert len(bodies) == 3 and all(b"Directory listing" in b for b in bodies), proc.poll()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "error" not in err.lower() or "an error occurred" not in err, err
+    kinds = {str(getattr(r, "edgectl_fields", {}).get("transport", "")) for r in caplog.records if r.getMessage() == "port-forward"}
+    assert kinds, "kubelet saw no port-forward"
+    assert transport in kinds, kinds
