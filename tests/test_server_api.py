@@ -246,7 +246,7 @@ def test_random_malformed_objects_never_500(srv: ServerProcess) -> None:
                                   {"podSelector": rnd.choice(vals)}, {"labels": rnd.choice(vals)}])
 
     patch_types = ["application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json"]
-    for i in range(400):
+    for i in range(300):
         path, keys = rnd.choice(list(paths.items()))
         body: object = {k: sub() for k in rnd.sample(keys, rnd.randint(0, len(keys)))}
         if rnd.random() < 0.7:

@@ -226,3 +226,34 @@ def test_streams_for_a_node_without_tunnel_answer_503(chain: ServerProcess) -> N
         "metadata": {"name": "elsewhere"}, "spec": {"nodeName": "no-such-node", "containers": [{"name": "c", "image": "i"}]}})
     out = chain.kubectl("1.33", "logs", "elsewhere", check=False)
     assert out.returncode != 0 and 'node tunnel not connected: cannot reach node "no-such-node"' in out.stderr
+
+
+def test_node_credentials_are_confined(chain: ServerProcess) -> None:
+    """NodeRestriction through the real API: a node writes only its own things."""
+    import http.client
+    import json
+    import ssl
+
+    work = chain.workdir.parent
+    ctx = ssl.create_default_context(cafile=str(work / "client-ca.crt"))
+    ctx.load_verify_locations(cadata=(chain.data_dir / "tls" / "server-ca.crt").read_text())
+    ctx.load_cert_chain(work / "client.crt", work / "client.key")
+
+    def call(method: str, path: str, body: object, ctype: str = "application/json") -> int:
+        conn = http.client.HTTPSConnection(chain.host, chain.port, context=ctx, timeout=10)
+        try:
+            conn.request(method, path, json.dumps(body), {"Content-Type": ctype})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    chain.json("POST", "/api/v1/nodes", {"metadata": {"name": "someone-else"}})
+    merge = "application/merge-patch+json"
+    assert call("PATCH", f"/api/v1/nodes/{NODE}/status", {"status": {"phase": "x"}}, merge) == 200
+    assert call("PATCH", "/api/v1/nodes/someone-else/status", {"status": {"phase": "x"}}, merge) == 403
+    assert call("PATCH", "/api/v1/nodes/someone-else", {"metadata": {"labels": {"a": "b"}}}, merge) == 403
+    assert call("POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": "sneaky"}, "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "i"}]}}) == 403
+    assert call("PATCH", "/api/v1/namespaces/default/pods/app/status", {"status": {"message": "ok"}}, merge) == 200
+    assert call("GET", "/api/v1/namespaces/default/pods/app/log", None) == 403
+    assert call("DELETE", "/api/v1/namespaces/default/configmaps/x", None) == 403
