@@ -190,7 +190,7 @@ def forwarder_pids(lab: str) -> list[int]:
 
 
 def all_lab_names(root: Path = LAB_STATE_DIR) -> list[str]:
-    """Labs with a state file, plus labs that only left anchors, forwarders or a switch namespace."""
+    """Labs with a state file, plus labs that only left anchors or a forwarder behind."""
     found = set(state.names(root))
     for pid in netns.pids_with_cmdline_prefix(netns.ANCHOR_PREFIX):
         cmd = netns.cmdline(pid)
@@ -200,5 +200,5 @@ def all_lab_names(root: Path = LAB_STATE_DIR) -> list[str]:
         parts = (netns.cmdline(pid) or "").split()
         if "--lab" in parts and parts.index("--lab") + 1 < len(parts):
             found.add(parts[parts.index("--lab") + 1])
-    found |= {ns[: -len("-switch")] for ns in netns.list_netns() if ns.endswith("-" + plan.SWITCH)}
+    # Namespaces alone are not enough to claim a lab: "x-switch" may belong to someone else.
     return sorted(found)

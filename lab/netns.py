@@ -116,7 +116,8 @@ def spawn_anchor(*, lab: str, node: str, node_dir: Path | None, forward: bool) -
     # "every process in this node's mount namespace" can never mean the host.
     unshare = ["unshare", "--net", "--uts", "--mount", "--propagation", "private"]
     argv = ["setsid", "-f", *unshare, "bash", "-c", _ANCHOR_SCRIPT, "anchor", lab, node, str(node_dir or ""), "1" if forward else "0"]
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # cwd=/: a long-lived anchor must not pin the caller's (maybe temporary) directory.
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
 
 
 def wait_anchor(proc: subprocess.Popen[bytes], *, what: str, timeout: float = 10.0) -> ProcRef:

@@ -47,7 +47,8 @@ def start(*, lab: str, forwards: list[Forward], log_path: Path, timeout: float =
     """Start the lab's forwarder (detached, like the anchors) and wait until it listens."""
     argv = ["setsid", "-f", sys.executable, "-m", MARKER, "--lab", lab, *(f.to_arg() for f in forwards)]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        # cwd=/: `python -m` puts the cwd first on sys.path; it must not shadow edgectl.
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd="/")
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
