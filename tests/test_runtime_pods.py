@@ -4,6 +4,7 @@ masquerade rules to the namespace it runs in)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import os
@@ -97,12 +98,20 @@ def cstatus(st: dict[str, Any], name: str, *, init: bool = False) -> dict[str, A
     return next(c for c in st[key] if c["name"] == name)
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+def alive(pid: int, *, settle: float = 2.0) -> bool:
+    """Running (not a zombie waiting for init to reap it), allowing ``settle``
+    seconds for a process that is being killed to go."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        if state in "ZX":
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.02)
 
 
 def in_node(body: Callable[[Path], Awaitable[Any]], *, timeout: float = 60.0) -> Any:
@@ -283,6 +292,25 @@ def test_init_containers_run_in_order_and_failures_block_the_pod() -> None:
     in_node(body)
 
 
+def test_a_killed_shim_takes_its_container_along_and_the_pod_recovers() -> None:
+    async def body(root: Path) -> None:
+        node = await Node(root, backoff=0.2).start()
+        p = pod("victim", [sh("c", "exec sleep 300")])
+        node.manager.sync([p])
+        uid = p["metadata"]["uid"]
+        await node.wait(uid, phase("Running"))
+        handle = node.manager._pods[uid].containers["c"].handle
+        os.kill(handle.data["shim_pid"], 9)
+        st = await node.wait(uid, lambda s: cstatus(s, "c")["restartCount"] == 1 and cstatus(s, "c")["ready"])
+        assert cstatus(st, "c")["lastState"]["terminated"]["reason"] == "ContainerStatusUnknown"
+        assert cstatus(st, "c")["lastState"]["terminated"]["exitCode"] == 137
+        await asyncio.sleep(0.1)
+        assert not alive(handle.pid)  # PR_SET_PDEATHSIG: no untracked process left
+        await node.stop(stop_pods=True)
+
+    in_node(body)
+
+
 def test_missing_command_and_bad_binary_give_clear_reasons() -> None:
     async def body(root: Path) -> None:
         node = await Node(root, backoff=0.2).start()
@@ -369,6 +397,12 @@ def test_agent_restart_readopts_running_pods_and_cleans_stale_ones() -> None:
         before = node.manager.status(keep["metadata"]["uid"])
         keep_pid = node.manager.container_process("default", "keep", "c").pid
         drop_ip = node.manager.status(drop["metadata"]["uid"])["podIP"]
+        # A container started but never recorded (the agent died in between).
+        keep_rec = node.manager._pods[keep["metadata"]["uid"]]
+        ghost = await node.manager.runtime.start_container(
+            keep_rec.spec, keep_rec.sandbox, dataclasses.replace(keep_rec.spec.containers[0], name="ghost"),
+            restart_count=0, env={"PATH": "/usr/bin:/bin"})
+        assert alive(ghost.pid, settle=0)
         await node.stop(stop_pods=False)  # the agent dies; pods keep running
         await asyncio.sleep(0.8)  # `finish` exits while no agent is watching
         # Debris of a crash between netns creation and saving state: a netns and
@@ -383,6 +417,8 @@ def test_agent_restart_readopts_running_pods_and_cleans_stale_ones() -> None:
         st = await node2.wait(keep["metadata"]["uid"], phase("Running"))
         assert cstatus(st, "c")["containerID"] == cstatus(before, "c")["containerID"]
         assert stale not in netns_names() and "10.42.9.200" not in node2.lease_files()
+        await asyncio.sleep(0.1)
+        assert not alive(ghost.pid) and not Path(ghost.data["dir"]).exists()
         st = await node2.wait(finish["metadata"]["uid"], phase("Failed"))
         assert cstatus(st, "c")["state"]["terminated"]["exitCode"] == 4
         node2.manager.sync([keep, finish])  # `drop` was deleted while the agent was down

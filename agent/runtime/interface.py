@@ -144,9 +144,10 @@ class Runtime(Protocol):
         """Send ``sig`` to the container's main process; SIGKILL ends the whole
         container (its PID namespace). A process that is already gone is fine."""
 
-    async def cleanup(self, *, keep_sandboxes: set[str]) -> list[str]:
-        """Tear down sandboxes (netns, CNI leases, shims) not in ``keep_sandboxes``;
-        return the ids removed."""
+    async def cleanup(self, *, keep_sandboxes: set[str], keep_containers: set[str]) -> list[str]:
+        """Kill containers not in ``keep_containers`` and tear down sandboxes
+        (netns, CNI leases) not in ``keep_sandboxes``: what a crash left behind
+        between starting something and recording it. Return the ids removed."""
 
 
 # --- What the kubelet API (logs / exec / port-forward) reads from the manager ---

@@ -214,7 +214,9 @@ class PodManager:
                                                                                       error=str(exc)))
         keep = {r.sandbox.id for r in self._pods.values() if r.sandbox and not r.network_released}
         try:
-            removed = await self.runtime.cleanup(keep_sandboxes=keep)
+            containers = {h.id for r in self._pods.values() for c in r.containers.values()
+                          for h in (c.handle, c.last_handle) if h is not None}
+            removed = await self.runtime.cleanup(keep_sandboxes=keep, keep_containers=containers)
         except SandboxError as exc:
             log.warning("sandbox cleanup failed", extra=fields(error=str(exc)))
             removed = []

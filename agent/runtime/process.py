@@ -281,11 +281,13 @@ class ProcessRuntime:
                 f"cannot pull or run the image {container.image or '(none)'}; set spec.containers[].command",
                 reason="CommandRequired")
         cid = secrets.token_hex(16)
+        self._prune_instances(pod.uid, container.name)
         cdir = self.pod_dir(pod.uid) / "containers" / cid
         cdir.mkdir(parents=True)
         log_path = container_log_path(self.config.log_dir, pod, container.name, restart_count)
         self._prune_logs(log_path, keep_from=restart_count - 1)
         spec = {
+            "name": container.name,
             "argv": podfiles.container_argv(container, env),
             "env": dict(env),
             "workingDir": container.working_dir or "/",
@@ -322,6 +324,20 @@ class ProcessRuntime:
         log.info("container started", extra=fields(pod=pod.key, container=container.name, pid=handle.pid,
                                                    restarts=restart_count, error=report.get("error", "")))
         return handle
+
+    def _prune_instances(self, uid: str, name: str) -> None:
+        """Keep the newest earlier instance of ``name`` (lastState) and drop the
+        rest, so a crash-looping container does not pile up directories."""
+        mine = []
+        for cdir in (self.pod_dir(uid) / "containers").glob("*"):
+            try:
+                if json.loads((cdir / "spec.json").read_text()).get("name") == name:
+                    mine.append((cdir.stat().st_mtime_ns, cdir))
+            except (OSError, ValueError):
+                continue
+        for _, cdir in sorted(mine)[:-1]:
+            if (cdir / "exit.json").exists():  # never remove a live instance's record
+                shutil.rmtree(cdir, ignore_errors=True)
 
     @staticmethod
     def _prune_logs(log_path: Path, *, keep_from: int) -> None:
@@ -362,8 +378,10 @@ class ProcessRuntime:
 
     # -- garbage collection --------------------------------------------------
 
-    async def cleanup(self, *, keep_sandboxes: set[str]) -> list[str]:
-        """Release netns and IP leases of edgectl sandboxes nobody knows about."""
+    async def cleanup(self, *, keep_sandboxes: set[str], keep_containers: set[str]) -> list[str]:
+        """Kill unrecorded containers; release netns and IP leases of edgectl
+        sandboxes nobody knows about."""
+        removed = self._kill_unknown_containers(keep_containers)
         stale: set[str] = set()
         if self.config.netns_dir.is_dir():
             stale |= {p.name for p in self.config.netns_dir.iterdir() if p.name.startswith(SANDBOX_PREFIX)}
@@ -386,7 +404,27 @@ class ProcessRuntime:
                 if owner == sid and path.exists():
                     path.unlink()
             log.info("removed stale sandbox", extra=fields(sandbox=sid, errors="; ".join(errors)))
-        return sorted(stale)
+        return removed + sorted(stale)
+
+    def _kill_unknown_containers(self, keep: set[str]) -> list[str]:
+        """SIGKILL the shims of container dirs no record names (the container
+        dies with its shim) and remove those dirs."""
+        removed = []
+        for cdir in self.config.data_dir.glob("pods/*/containers/*"):
+            if cdir.name in keep:
+                continue
+            try:
+                doc = json.loads((cdir / "pid.json").read_text())
+            except (OSError, ValueError):
+                doc = {}
+            if _alive(int(doc.get("shim_pid") or 0), doc.get("shim_start")):
+                os.kill(int(doc["shim_pid"]), signal.SIGKILL)
+            if _alive(int(doc.get("pid") or 0), doc.get("pid_start")):
+                os.kill(int(doc["pid"]), signal.SIGKILL)
+            shutil.rmtree(cdir, ignore_errors=True)
+            removed.append(cdir.name)
+            log.info("killed unrecorded container", extra=fields(container=cdir.name, pid=doc.get("pid", 0)))
+        return removed
 
     @staticmethod
     def _lease_files(conflist: cni.NetworkConfigList) -> list[tuple[str, Path]]:

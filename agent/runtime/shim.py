@@ -7,17 +7,19 @@ without site-packages, so each container costs one small interpreter, about
 It detaches from the agent (double fork), so containers, their logs and
 their exit codes survive an agent restart. Then it:
 
-1. forks a child that joins the pod's netns (``setns``), unshares mount, UTS
-   and PID namespaces, sets the hostname, bind-mounts the pod's files and
-   volumes, and forks the container's PID 1, which mounts a fresh /proc,
-   changes directory and execs the command;
+1. unshares a PID namespace for its children and forks the container's PID 1,
+   which joins the pod's netns (``setns``), unshares mount and UTS namespaces,
+   sets the hostname, bind-mounts the pod's files and volumes, mounts a fresh
+   /proc, changes directory and execs the command;
 2. prints one JSON line on stdout for the agent (the container's host PID and
    start time, or a start error) and closes stdout;
 3. copies the container's stdout/stderr into the CRI log file;
 4. writes ``exit.json`` (exit code, signal, time) when the container ends.
 
-The shim is the container's subreaper, so it is the one process that can
-``waitpid`` it and learn the exit code.
+The shim stays in the node's namespaces as the container's parent, so it is
+the one process that can ``waitpid`` it and learn the exit code. The
+container has ``PR_SET_PDEATHSIG=SIGKILL``: if the shim is killed, its
+container (the whole PID namespace) goes with it, and nothing runs untracked.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 EXIT_START_FAILED = 128  # what kubelet reports for a container that never ran
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -74,12 +76,16 @@ def _write_json(path: str, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def _enter_namespaces(spec: dict) -> None:
-    """Runs in the intermediate child: everything but the PID-1 fork."""
+def _exec_container(spec: dict, out_w: int, err_w: int, report_w: int) -> None:
+    """Runs in the forked child, PID 1 of the new PID namespace, until exec."""
+    # If the shim dies, nothing could report this container any more: die too.
+    # (No getppid() re-check for a shim that died before this line: in a new
+    # PID namespace getppid() is always 0. The window is a few microseconds.)
+    _ok(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl pdeathsig")
     fd = os.open(spec["netns"], os.O_RDONLY)
     _ok(_libc.setns(fd, CLONE_NEWNET), "setns net")
     os.close(fd)
-    _ok(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWPID), "unshare")
+    _ok(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare mount+uts")
     # Our bind mounts must not propagate back to the host.
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     name = spec["hostname"].encode()
@@ -88,11 +94,7 @@ def _enter_namespaces(spec: dict) -> None:
         _mount(m["source"], m["target"], None, MS_BIND | MS_REC)
         if m.get("readOnly"):
             _mount(None, m["target"], None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-
-
-def _exec_container(spec: dict, out_w: int, err_w: int, report_w: int) -> None:
-    """Runs as the container's PID 1 until exec."""
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's view
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out_w, 1)
@@ -109,38 +111,27 @@ def _start(spec: dict) -> tuple[int, str]:
     """Start the container; return (host PID, start error message or '')."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    info_r, info_w = os.pipe()
     report_r, report_w = os.pipe2(os.O_CLOEXEC)  # closed by a successful exec
-    mid = os.fork()
-    if mid == 0:
-        code = 0
+    # Only the shim's children land in the new PID namespace; the shim stays
+    # outside, as the parent that can waitpid() the container's PID 1.
+    _ok(_libc.unshare(CLONE_NEWPID), "unshare pid")
+    pid = os.fork()
+    if pid == 0:
         try:
-            for fd in (out_r, err_r, info_r, report_r):
+            for fd in (out_r, err_r, report_r):
                 os.close(fd)
-            _enter_namespaces(spec)
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    _exec_container(spec, out_w, err_w, report_w)
-                except BaseException as exc:  # noqa: BLE001 - reported, then exit
-                    os.write(report_w, _describe(exc, spec).encode())
-                os._exit(EXIT_START_FAILED)
-            os.write(info_w, str(pid).encode())
-        except BaseException as exc:  # noqa: BLE001
+            _exec_container(spec, out_w, err_w, report_w)
+        except BaseException as exc:  # noqa: BLE001 - reported, then exit
             os.write(report_w, _describe(exc, spec).encode())
-            code = EXIT_START_FAILED
-        os._exit(code)
-    for fd in (out_w, err_w, info_w, report_w):
+        os._exit(EXIT_START_FAILED)
+    for fd in (out_w, err_w, report_w):
         os.close(fd)
-    os.waitpid(mid, 0)
-    pid_text = os.read(info_r, 64)
-    os.close(info_r)
     error = b""
     while chunk := os.read(report_r, 4096):
         error += chunk
     os.close(report_r)
     spec["_pipes"] = (out_r, err_r)
-    return (int(pid_text) if pid_text else 0), error.decode(errors="replace")
+    return pid, error.decode(errors="replace")
 
 
 def _describe(exc: BaseException, spec: dict) -> str:
@@ -178,7 +169,6 @@ def supervise(spec: dict, report) -> int:  # noqa: ANN001 - report: Callable[[di
     """Everything after detaching; returns the shim's own exit code."""
     for sig in (signal.SIGHUP, signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    _ok(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl subreaper")
     os.makedirs(os.path.dirname(spec["log"]), exist_ok=True)
     log_fd = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     started = time.time()
