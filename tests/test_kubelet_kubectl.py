@@ -22,7 +22,9 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,8 +94,17 @@ def _join(srv: ServerProcess) -> NodeCerts:
     return NodeCerts.from_json(body)
 
 
+@dataclass
+class Chain:
+    srv: ServerProcess
+    pods: StaticPods
+
+    def __getattr__(self, name: str) -> Any:  # behave like the ServerProcess for the rest
+        return getattr(self.srv, name)
+
+
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     work = tmp_path_factory.mktemp("kubelet-kubectl")
     (work / "logs").mkdir()
     srv = ServerProcess(work / "srv")
@@ -121,7 +132,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
                 time.sleep(0.1)
             else:
                 raise AssertionError(f"tunnel session never came up: {body}")
-            yield srv
+            yield Chain(srv, node.pods)
         finally:
             if node is not None:
                 node.stop()
@@ -219,3 +230,39 @@ def test_kubectl_port_forward_into_the_pod_netns(chain: ServerProcess, caplog: p
     kinds = {str(getattr(r, "edgectl_fields", {}).get("transport", "")) for r in caplog.records if r.getMessage() == "port-forward"}
     assert kinds, "kubelet saw no port-forward"
     assert transport in kinds, kinds
+
+
+def _cri(text: str, stream: str = "stdout") -> str:
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000000Z"
+    return f"{ts} {stream} F {text}\n"
+
+
+def test_kubectl_logs_options_and_follow(chain: Chain) -> None:
+    log_dir = chain.pods.log_dir
+    (log_dir / "0.log").write_text(_cri("previous run"))
+    current = log_dir / "1.log"
+    current.write_text(_cri("alpha") + _cri("beta", "stderr"))
+    chain.pods.running = True
+    for version in ("1.27", "1.33"):
+        assert kubectl(chain, version, "logs", "web").stdout == "alpha\nbeta\n"
+        assert kubectl(chain, version, "logs", "web", "--tail=1").stdout == "beta\n"
+        assert kubectl(chain, version, "logs", "web", "--previous").stdout == "previous run\n"
+        assert kubectl(chain, version, "logs", "web", "--limit-bytes=3").stdout == "alp"
+        assert kubectl(chain, version, "logs", "web", "--since=1h").stdout == "alpha\nbeta\n"
+    cmd = [str(kubectl_path("1.33")), "--kubeconfig", str(chain.kubeconfig), "--cache-dir",
+           str(chain.workdir / "cache-1.33"), "logs", "-f", "web"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "alpha\n"
+        assert proc.stdout.readline() == "beta\n"
+        with current.open("a") as f:
+            f.write(_cri("gamma"))
+        assert proc.stdout.readline() == "gamma\n"  # -f sees new lines
+        chain.pods.running = False  # the container ends: so does `logs -f`
+        assert proc.wait(timeout=15) == 0
+    finally:
+        chain.pods.running = True
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
