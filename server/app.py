@@ -205,6 +205,11 @@ class ControlPlane:
             self.registry, server_addresses=self._advertised_addresses(), https_port=port,
             cluster_cidr=self.config.cluster_cidr, service_cidr=self.config.service_cidr,
         ))
+        if self.config.manifests:
+            from .manifests import ManifestDeployer
+
+            deployer = ManifestDeployer(self.registry, self.config.data_dir / "manifests")
+            self._background.append(asyncio.ensure_future(deployer.run()))
 
     def _advertised_addresses(self) -> list[str]:
         """Where nodes reach this server: the bind address, else an IP SAN, else
@@ -280,10 +285,11 @@ class ControlPlane:
         for item in self._background:
             closer: Callable[[], Awaitable[None]] | None = getattr(item, "close", None) or getattr(item, "stop", None)
             try:
-                if closer is not None:
-                    await closer()
-                elif isinstance(item, asyncio.Task):
+                if isinstance(item, asyncio.Future):
                     item.cancel()
+                    await asyncio.gather(item, return_exceptions=True)
+                elif closer is not None:
+                    await closer()
             except Exception:
                 log.exception("controller shutdown failed")
         if self.tunnel is not None:

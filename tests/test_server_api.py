@@ -19,6 +19,12 @@ CMS = "/api/v1/namespaces/default/configmaps"
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("api"), extra_args=("--max-request-body", "65536"))
+    manifests = server.data_dir / "manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "base.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-manifest, namespace: kube-system}\n"
+                                         "data: {a: b}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: manifest-ns}\n")
+    (manifests / "off.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: skipped}\n")
+    (manifests / "off.yaml.skip").write_text("")
     try:
         server.start()
         yield server
@@ -261,3 +267,12 @@ def test_random_malformed_objects_never_500(srv: ServerProcess) -> None:
                          "value": sub(), "from": "/metadata"}]
         code, resp = srv.json(method, url, body, headers=headers)
         assert code < 500, (method, url, body, resp)
+
+
+def test_manifests_are_applied_at_start(srv: ServerProcess) -> None:
+    deadline = time.monotonic() + 10
+    while srv.json("GET", "/api/v1/namespaces/kube-system/configmaps/from-manifest")[0] != 200:
+        assert time.monotonic() < deadline, "manifest not applied"
+        time.sleep(0.1)
+    assert srv.json("GET", "/api/v1/namespaces/manifest-ns")[0] == 200
+    assert srv.json("GET", f"{CMS}/skipped")[0] == 404
