@@ -25,7 +25,8 @@ from typing import Any
 
 from edgectl.paths import LAB_STATE_DIR
 
-from . import build, netns, roles, state
+from . import build, netns, state
+from . import roles as roles_
 from .build import DownReport, Progress
 from .errors import LabError, LabNotFound
 from .probe import ProbeResult, probe
@@ -44,15 +45,27 @@ class Lab:
 
     @classmethod
     def up(cls, topology: Topology | str | Path | Mapping[str, Any], *, name: str | None = None,
-           progress: Progress | None = None, root: Path = LAB_STATE_DIR) -> Lab:
-        """Validate, create and start a lab; on failure nothing is left behind."""
+           progress: Progress | None = None, roles: bool = True, root: Path = LAB_STATE_DIR) -> Lab:
+        """Validate, create and start a lab; on failure nothing is left behind.
+
+        ``roles=False`` builds only the network: server and agent nodes then
+        run nothing (network tests need no control plane).
+        """
         topo = to_topology(topology)
         if name:
             topo = topo.renamed(name)
+        t0 = time.monotonic()
         st = build.create(topo, progress=progress, root=root)
         lab = cls(st, root=root)
+        if not roles:
+            return lab
+
+        def role_ready(node: str, note: str) -> None:
+            if progress:
+                progress(node, "role", time.monotonic() - t0)
+
         try:
-            notes = roles.start_all(lab)
+            notes = roles_.start_all(lab, say=role_ready)
             for node, note in notes.items():
                 st.nodes[node].role = note
             state.save(st, root)

@@ -39,7 +39,8 @@ def lab() -> None:
 @lab.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--name", help="Lab name (default: `name:` in FILE).")
-def up(file: str, name: str | None) -> None:
+@click.option("--no-roles", is_flag=True, help="Network only: start no edgectl server/agent in the nodes.")
+def up(file: str, name: str | None, no_roles: bool) -> None:
     """Validate FILE, create the lab and wait until every node is up."""
     topo = load(file)  # validate before anything else, root or not
     if name:
@@ -49,18 +50,21 @@ def up(file: str, name: str | None) -> None:
     lock = threading.Lock()
 
     def progress(node: str, event: str, t: float) -> None:
-        if event != "ready":
+        n = topo.node(node) if event in ("ready", "role") else None
+        if n is None:
             return
-        n = topo.node(node)
-        addrs = ", ".join(f"{a.network} {a.cidr_address}" for a in n.attachments)
+        if event == "ready":
+            what = ", ".join(f"{a.network} {a.cidr_address}" for a in n.attachments)
+        else:
+            what = f"[bold]{n.kind} ready[/]"
         with lock:
-            out.print(f"  [green]✓[/] {node:<16} {n.kind:<7} {addrs}  [dim]{t:.2f}s[/]")
+            out.print(f"  [green]✓[/] {node:<16} {n.kind:<7} {what}  [dim]{t:.2f}s[/]")
 
     t0 = time.monotonic()
-    the_lab = Lab.up(topo, progress=progress)
+    the_lab = Lab.up(topo, progress=progress, roles=not no_roles)
     for node, ns in the_lab.state.nodes.items():
         if ns.role:
-            out.print(f"  [yellow]![/] {node}: {ns.role}")
+            out.print(f"  [dim]·[/] {node}: {ns.role}")
     out.print(f"[bold green]lab {topo.name} is up[/] in {time.monotonic() - t0:.2f}s. "
               f"Try: edgectl lab status · edgectl lab exec {topo.nodes[0].name} -- ip addr · edgectl lab down {topo.name}")
 

@@ -9,7 +9,8 @@ Outcomes:
 
 With ``listen=True`` the probe first opens a throw-away listener (TCP accept,
 UDP echo) in the destination node, so the result says whether the *network*
-lets a new connection through, independent of what runs there.
+lets a new connection through, independent of what runs there. If something
+already listens on that port, the probe simply goes to it.
 """
 from __future__ import annotations
 
@@ -42,7 +43,12 @@ class ProbeResult:
 def probe(*, src_netns: str, src: str, ip: str, port: int, udp: bool = False, timeout: float = 1.0,
           listen_netns: str | None = None) -> ProbeResult:
     t0 = time.monotonic()
-    listener = _Listener(listen_netns, port, udp=udp) if listen_netns else None
+    listener = None
+    if listen_netns:
+        try:
+            listener = _Listener(listen_netns, port, udp=udp)
+        except PortBusy:
+            pass  # a real service listens there: probe that instead
     try:
         outcome, detail = (_udp if udp else _tcp)(src_netns, ip, port, timeout)
     finally:
@@ -82,6 +88,10 @@ def _udp(netns: str, ip: str, port: int, timeout: float) -> tuple[str, str]:
         return REACHABLE, "reply received"
 
 
+class PortBusy(Exception):
+    pass
+
+
 class _Listener:
     """A throw-away TCP acceptor or UDP echo in the destination namespace."""
 
@@ -93,7 +103,7 @@ class _Listener:
         except OSError as exc:
             self.sock.close()
             if exc.errno == errno.EADDRINUSE:
-                raise OSError(exc.errno, f"port {port} is busy in the destination node; probe without --listen") from None
+                raise PortBusy(port) from None
             raise
         if not udp:
             self.sock.listen(16)

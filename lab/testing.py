@@ -59,11 +59,12 @@ def with_free_host_ports(topo: Topology) -> Topology:
 
 
 def up(topology: Topology | str | Path | Mapping[str, Any], *, prefix: str | None = None,
-       free_ports: bool = True) -> Lab:
+       free_ports: bool = True, roles: bool = True) -> Lab:
     """Bring up a lab under a unique name; ``topology`` may be an example name like "nat-edge".
 
     With ``free_ports`` (default) published host ports are replaced by free
     ones; ask ``lab.host_port(node, node_port)`` where a node port landed.
+    ``roles=False`` builds only the network (no edgectl server/agent processes).
     """
     if isinstance(topology, str) and "/" not in topology and not topology.endswith(".yaml"):
         topology = example(topology)
@@ -72,7 +73,7 @@ def up(topology: Topology | str | Path | Mapping[str, Any], *, prefix: str | Non
     topo = to_topology(topology)
     if free_ports:
         topo = with_free_host_ports(topo)
-    lab = Lab.up(topo, name=unique_name(prefix))
+    lab = Lab.up(topo, name=unique_name(prefix), roles=roles)
     _live[lab.name] = lab
     return lab
 
@@ -93,13 +94,13 @@ def _down_leftovers() -> None:
 
 @pytest.fixture
 def lab_factory() -> Iterator[Any]:
-    """``lab_factory(topology, prefix=None) -> Lab``; every lab is removed after the test."""
+    """``lab_factory(topology, prefix=None, free_ports=True, roles=True) -> Lab``; removed after the test."""
     need_root()
     made: list[Lab] = []
 
     def make(topology: Topology | str | Path | Mapping[str, Any], *, prefix: str | None = None,
-             free_ports: bool = True) -> Lab:
-        lab = up(topology, prefix=prefix, free_ports=free_ports)
+             free_ports: bool = True, roles: bool = True) -> Lab:
+        lab = up(topology, prefix=prefix, free_ports=free_ports, roles=roles)
         made.append(lab)
         return lab
 

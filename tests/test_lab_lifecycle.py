@@ -45,7 +45,7 @@ def edgectl(*args: str, **kw) -> subprocess.CompletedProcess[str]:  # type: igno
 
 
 def test_nodes_are_isolated_and_get_their_config(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory(TWO, prefix="iso")
+    lab = lab_factory(TWO, prefix="iso", roles=False)
     assert lab.exec("a", ["hostname"]).stdout.strip() == "a"
     # /etc/edgectl/config.yaml holds the node's `config:`.
     assert yaml.safe_load(lab.exec("a", ["cat", "/etc/edgectl/config.yaml"], check=True).stdout) == {"node-label": ["zone=a"]}
@@ -60,7 +60,7 @@ def test_nodes_are_isolated_and_get_their_config(lab_factory) -> None:  # type: 
 
 
 def test_publish_reaches_a_node_service_from_host_loopback(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory(TWO, prefix="pub")
+    lab = lab_factory(TWO, prefix="pub", roles=False)
     # One service on the node's loopback/any address, one bound only to the node's address.
     lab.popen("a", ["socat", "TCP-LISTEN:7100,reuseaddr,fork", "SYSTEM:echo hello-from-$(hostname)"])
     lab.popen("a", ["socat", "TCP-LISTEN:7101,reuseaddr,fork,bind=198.18.7.10", "SYSTEM:echo bound"])
@@ -73,7 +73,7 @@ def test_publish_reaches_a_node_service_from_host_loopback(lab_factory) -> None:
 
 
 def test_exec_passes_exit_code_and_output(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory(TWO, prefix="exec")
+    lab = lab_factory(TWO, prefix="exec", roles=False)
     res = edgectl("lab", "exec", f"{lab.name}/b", "--", "sh", "-c", "hostname; exit 7")
     assert res.returncode == 7 and res.stdout.strip() == "b", res
     assert lab.exec("b", "exit 3").returncode == 3
@@ -82,7 +82,7 @@ def test_exec_passes_exit_code_and_output(lab_factory) -> None:  # type: ignore[
 
 
 def test_probe_cli_exit_codes(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory(TWO, prefix="probe")
+    lab = lab_factory(TWO, prefix="probe", roles=False)
     ok = edgectl("lab", "probe", f"{lab.name}/b", "a:7200", "--listen")
     assert ok.returncode == 0 and "reachable" in ok.stdout, ok
     refused = edgectl("lab", "probe", f"{lab.name}/b", "198.18.7.10:7201")
@@ -95,7 +95,7 @@ def test_down_leaves_no_namespace_interface_process_or_state() -> None:
     need_root()
     links_before = root_links()
     lab = Lab.up({**TWO, "nodes": {**TWO["nodes"], "a": {**TWO["nodes"]["a"], "publish": [f"7100:{free_port()}"]}}},
-                 name=unique_name("down"))
+                 name=unique_name("down"), roles=False)
     try:
         ours = {f"{lab.name}-switch", f"{lab.name}-a", f"{lab.name}-b"}
         assert ours <= set(netns.list_netns())
@@ -124,7 +124,7 @@ def test_up_twice_is_an_error_and_down_finds_crash_leftovers(tmp_path) -> None: 
     need_root()
     name = unique_name("twice")
     topo = tmp_path / "t.yaml"
-    topo.write_text(yaml.safe_dump({**TWO, "name": name, "nodes": {"b": TWO["nodes"]["b"]}}))
+    topo.write_text(yaml.safe_dump({**TWO, "name": name, "nodes": {"b": TWO["nodes"]["b"]}}))  # a host: no roles
     try:
         first = edgectl("lab", "up", str(topo))
         assert first.returncode == 0, first.stderr
@@ -152,7 +152,8 @@ def test_failed_create_rolls_back_completely() -> None:
     before = set(netns.list_netns())
     try:
         with pytest.raises(LabError, match=f"cannot listen on 127.0.0.1:{port}"):
-            Lab.up({**TWO, "nodes": {**TWO["nodes"], "a": {"networks": ["net"], "publish": [f"80:{port}"]}}}, name=name)
+            Lab.up({**TWO, "nodes": {**TWO["nodes"], "a": {"networks": ["net"], "publish": [f"80:{port}"]}}}, name=name,
+                   roles=False)
     finally:
         busy.close()
     assert set(netns.list_netns()) - before == set()
@@ -170,18 +171,17 @@ def test_ctrl_c_during_up_rolls_back() -> None:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Lab.up(TWO, name=name, progress=interrupt)
+        Lab.up(TWO, name=name, progress=interrupt, roles=False)
     assert set(netns.list_netns()) - before == set()
     assert not netns.pids_with_cmdline_prefix(f"edgectl-lab: {name}/")
     assert not state.state_file(name).exists()
 
 
 def test_status_json_and_node_resolution(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory(TWO, prefix="status")
+    lab = lab_factory(TWO, prefix="status", roles=False)
     res = edgectl("lab", "status", lab.name, "-o", "json")
     assert res.returncode == 0, res.stderr
     (doc,) = json.loads(res.stdout)
     a = next(n for n in doc["nodes"] if n["name"] == "a")
     assert a["running"] and a["addresses"] == {"net": "198.18.7.10/24"} and a["kind"] == "server"
-    assert a["role"], "server nodes say that they run as plain hosts for now"
     assert a["publish"] == [f"127.0.0.1:{lab.host_port('a', 7100)}->7100", f"127.0.0.1:{lab.host_port('a', 7101)}->7101"]

@@ -1,4 +1,8 @@
-"""Lab network semantics with real namespaces, NAT, firewalls and tc: what later issues rely on."""
+"""Lab network semantics with real namespaces, NAT, firewalls and tc: what later issues rely on.
+
+The examples are brought up with ``roles=False``: these tests are about the
+network, so no edgectl server/agent runs in the nodes.
+"""
 from __future__ import annotations
 
 import json
@@ -35,7 +39,7 @@ def udp_peer(lab: Lab, src: str, ip: str) -> str:
 
 
 def test_nat_host_reaches_wan_over_tcp_and_udp_and_wan_cannot_reach_it(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory("nat-edge")
+    lab = lab_factory("nat-edge", roles=False)
     server_ip = lab.node_ip("server", "wan")
     router_wan = lab.node_ip("router1", "wan")
     start_peer_services(lab, "server")
@@ -80,7 +84,7 @@ def test_nat_without_firewall_lets_routed_inbound_through(lab_factory) -> None: 
 
 
 def test_double_nat_reaches_the_wan(lab_factory) -> None:  # type: ignore[no-untyped-def]
-    lab = lab_factory("double-nat")
+    lab = lab_factory("double-nat", roles=False)
     server_ip = lab.node_ip("server", "wan")
     start_peer_services(lab, "server")
     cgnat_wan = lab.node_ip("cgnat", "wan")
