@@ -380,3 +380,87 @@ def test_status_cli_json_shows_session_and_open_streams(tls: TLSFiles) -> None:
             w.close()
 
     run(main())
+
+
+def test_garbage_from_a_real_websocket_client_ends_session_with_log_line(tls: TLSFiles, caplog: pytest.LogCaptureFixture) -> None:
+    from websockets.asyncio.client import connect
+
+    from edgectl.tunnel import frames as fr
+
+    async def main() -> None:
+        async with env(tls) as e:
+            ctx = client_ssl_context(ca_file=str(e.tls.ca_cert))
+            url = f"wss://127.0.0.1:{e.srv.port}{CONNECT_PATH}"  # type: ignore[union-attr]
+            headers = {"Authorization": f"Bearer {TOKEN}", "X-Edge-Node": "evil"}
+            async with connect(url, ssl=ctx, additional_headers=headers) as ws:
+                await ws.recv()  # the server's HELLO + PING
+                await ws.send(fr.encode(fr.FrameType.DATA, 1, b"x"))  # no HELLO first
+                goaway = None
+                with contextlib.suppress(Exception):
+                    while True:
+                        for f in fr.parse_all(await ws.recv()):  # type: ignore[arg-type]
+                            if f.type is fr.FrameType.GOAWAY:
+                                goaway = fr.decode_goaway(f.payload)
+                assert goaway is not None and goaway[0] == fr.ErrorCode.PROTOCOL and "HELLO" in goaway[2]
+            async with connect(url, ssl=ctx, additional_headers=headers, max_size=None) as ws:
+                await ws.recv()
+                await ws.send(struct_header(fr.FrameType.HELLO, 0, 64 * 1024 * 1024))  # oversized
+                with contextlib.suppress(Exception):
+                    while True:
+                        await ws.recv()
+            # the server is fine: a real agent still connects and works
+            e.run_agent(e.agent("edge-1"))
+            await e.srv.tunnel.wait_for_session("edge-1", 10)  # type: ignore[union-attr]
+            assert await echo_once(e.srv, "edge-1", e.echo_port, b"ok") == b"ok"  # type: ignore[arg-type]
+
+    with caplog.at_level("WARNING", logger="edgectl.tunnel.connection"):
+        run(main())
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgectl.tunnel.connection"]
+    assert lines.count("tunnel session ended with an error") >= 2
+
+
+def struct_header(ftype: int, sid: int, length: int) -> bytes:
+    import struct
+
+    return struct.pack("!BBII", ftype, 0, sid, length)
+
+
+def test_metrics_and_kubeconfig_status(tls: TLSFiles, tmp_path: Path) -> None:
+    import base64
+    import urllib.request
+
+    import yaml
+
+    async def main() -> None:
+        async with env(tls) as e:
+            e.run_agent(e.agent("edge-m"))
+            tun = e.srv.tunnel  # type: ignore[union-attr]
+            await tun.wait_for_session("edge-m", 10)
+            with pytest.raises(DialError):
+                await tun.dial("edge-m", "tcp/10.9.9.9:1")
+            r, w = await tun.dial("edge-m", f"tcp/127.0.0.1:{e.echo_port}")
+            ctx = client_ssl_context(ca_file=str(e.tls.ca_cert))
+            req = urllib.request.Request(f"{e.srv.url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"})  # type: ignore[union-attr]
+            text = (await asyncio.to_thread(lambda: urllib.request.urlopen(req, context=ctx).read())).decode()
+            assert 'edgectl_tunnel_dial_failures_total{reason="refused"}' in text
+            assert "edgectl_tunnel_dial_seconds_bucket" in text
+            assert any(line.startswith("edgectl_tunnel_streams ") and float(line.split()[1]) >= 1 for line in text.splitlines())
+            assert any(line.startswith("edgectl_tunnel_sessions ") and float(line.split()[1]) >= 1 for line in text.splitlines())
+            assert "edgectl_tunnel_blocked_streams" in text and "edgectl_tunnel_buffered_bytes" in text
+            kubeconfig = tmp_path / "admin.yaml"
+            kubeconfig.write_text(yaml.safe_dump({
+                "apiVersion": "v1", "kind": "Config", "current-context": "c",
+                "clusters": [{"name": "k", "cluster": {"server": e.srv.url,  # type: ignore[union-attr]
+                              "certificate-authority-data": base64.b64encode(e.tls.ca_cert.read_bytes()).decode()}}],
+                "users": [{"name": "u", "user": {"token": ADMIN}}],
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            }))
+            res = await asyncio.to_thread(CliRunner().invoke, edgectl_cli, ["tunnel", "status", "--kubeconfig", str(kubeconfig), "-o", "yaml"])
+            assert res.exit_code == 0, res.output
+            doc = yaml.safe_load(res.output)
+            assert doc["sessions"][0]["node"] == "edge-m" and doc["sessions"][0]["open_streams"] == 1
+            missing = await asyncio.to_thread(CliRunner().invoke, edgectl_cli, ["tunnel", "status", "--kubeconfig", str(tmp_path / "nope.yaml")])
+            assert missing.exit_code != 0 and "no such kubeconfig" in str(missing.exception)
+            w.close()
+
+    run(main())
