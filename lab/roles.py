@@ -1,18 +1,15 @@
 """What runs inside a node once its network is up, by node kind: the extension point for server/agent.
 
-``ROLES`` maps a kind to a :class:`Role`. The lab starts roles in phases -
-all servers, wait until they are ready, then all agents - so an agent's
-server is up before it joins. Today ``server`` and ``agent`` are
-:class:`Pending`: the node behaves as a plain host and says so. When
-``edgectl server`` / ``edgectl agent`` land, replace those two entries with
-roles whose ``start`` runs, inside the node::
-
-    ctx.lab.popen(ctx.node.name, ["edgectl", "server", "--token", ctx.token], ...)
-
-(``/etc/edgectl/config.yaml`` in the node already holds the node's
-``config:``), and whose ``wait_ready`` polls until the node reports Ready.
-Processes started in a node need no bookkeeping: ``lab down`` ends every
-process in the node's namespaces.
+``ROLES`` maps a kind to a :class:`Role` (an explicit dict, no registration
+side effects). The lab starts roles in phases - all servers, wait until they
+are ready, then all agents - so an agent's server is up before it joins.
+``server`` and ``agent`` run ``edgectl server`` / ``edgectl agent`` (see
+cluster.py); :class:`Pending` is kept for kinds whose component has not
+landed yet (the node then behaves as a plain host and says so). A role's
+``start`` gets a :class:`RoleContext` (the lab, the node, the lab's join
+token, the server URL for agents); the node's ``config:`` is already in its
+/etc/edgectl/config.yaml. Processes started in a node need no bookkeeping:
+``lab down`` ends every process in the node's namespaces.
 """
 from __future__ import annotations
 
