@@ -124,9 +124,9 @@ def status(name: str | None, output: str) -> None:
             table.add_row(n["name"], kind, "\n".join(f"{k} {v}" for k, v in n["addresses"].items()),
                           n["gateway"] or "", nat, "\n".join(n["publish"]), pid)
         out.print(table)
-        notes = {n["role"] for n in doc["nodes"] if n["role"]}
-        for note in notes:
-            out.print(f"[yellow]*[/] {note}")
+        for n in doc["nodes"]:
+            if n["role"]:
+                out.print(f"[yellow]*[/] {n['name']}: {n['role']}")
 
 
 @lab.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
