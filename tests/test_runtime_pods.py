@@ -81,7 +81,7 @@ def pod(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, A
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4())},
-        "spec": {"containers": containers, "terminationGracePeriodSeconds": 2, **spec},
+        "spec": {"containers": containers, "terminationGracePeriodSeconds": 1, **spec},
     }
 
 
