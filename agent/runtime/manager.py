@@ -130,6 +130,7 @@ class PodManager:
         self._watched: dict[int, int] = {}  # shim pid -> pidfd
         self._loaded = False
         self._load_done = asyncio.Event()
+        self._pass = asyncio.Lock()  # run() and close(stop_pods=True) both reconcile
         self._closed = False
 
     # ---- agent-facing API ------------------------------------------------------
@@ -251,7 +252,11 @@ class PodManager:
         return wait
 
     async def reconcile(self) -> None:
-        """One pass over every known and desired pod."""
+        """One pass over every known and desired pod (one pass at a time)."""
+        async with self._pass:
+            await self._reconcile_all()
+
+    async def _reconcile_all(self) -> None:
         await self.load()
         if self._desired is None:  # after a restart: adopt, but change nothing yet
             for rec in list(self._pods.values()):
@@ -279,6 +284,8 @@ class PodManager:
             # Pods are immutable but for metadata, so keep our containers and
             # take the new document (deletionTimestamp, grace).
             rec.doc, rec.spec = want[0], want[1]
+            for c in rec.spec.init_containers + rec.spec.containers:
+                rec.containers.setdefault(c.name, ContainerRecord(name=c.name))
             self._save(rec)
         if want is None or rec.spec.deleting:
             await self._terminate(rec, forget=want is None)
