@@ -18,7 +18,7 @@ and applies :func:`plan`'s answer.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .interface import ContainerExit, ContainerHandle
