@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -60,6 +61,10 @@ def up(file: str, name: str | None, no_roles: bool) -> None:
         with lock:
             out.print(f"  [green]✓[/] {node:<16} {n.kind:<7} {what}  [dim]{t:.2f}s[/]")
 
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (e.g. a CI timeout) rolls back like Ctrl-C
+
+    signal.signal(signal.SIGTERM, interrupted)
     t0 = time.monotonic()
     the_lab = Lab.up(topo, progress=progress, roles=not no_roles)
     for node, ns in the_lab.state.nodes.items():

@@ -65,8 +65,8 @@ def build(topo: Topology) -> LabPlan:
     for net in topo.networks:
         mtu = f" mtu {net.mtu}" if net.mtu else ""
         # STP off: ports forward at once; no snooping: multicast (vxlan, mDNS) just floods.
-        sw_ip.append(f"link add {net.name}{mtu} type bridge stp_state 0 mcast_snooping 0")
-        sw_ip.append(f"link set {net.name} up")
+        sw_ip.append(f"link add name {net.name}{mtu} type bridge stp_state 0 mcast_snooping 0")
+        sw_ip.append(f"link set dev {net.name} up")
     for i, node in enumerate(topo.nodes):
         for att in node.attachments:
             net = topo.network(att.network)
@@ -74,9 +74,9 @@ def build(topo: Topology) -> LabPlan:
             ports[port] = (node.name, net.name)
             mtu = f" mtu {net.mtu}" if net.mtu else ""
             sw_ip.append(
-                f"link add {port}{mtu} type veth peer name {net.name}{mtu} netns {netns_name(topo.name, node.name)}"
+                f"link add name {port}{mtu} type veth peer name {net.name}{mtu} netns {netns_name(topo.name, node.name)}"
             )
-            sw_ip.append(f"link set {port} master {net.name} up")
+            sw_ip.append(f"link set dev {port} master {net.name} up")
             if net.rate:
                 sw_tc.append(tbf(port, net.rate_bps or 0))
     return LabPlan(
@@ -101,7 +101,7 @@ def _node_plan(topo: Topology, node: Node) -> NodePlan:
     tc = []
     for att in node.attachments:
         lines.append(f"addr add {att.cidr_address} dev {att.network}")
-        lines.append(f"link set {att.network} up")
+        lines.append(f"link set dev {att.network} up")
         net = topo.network(att.network)
         if net.rate:
             tc.append(tbf(att.network, net.rate_bps or 0))
@@ -179,5 +179,7 @@ def iptables_rules(topo: Topology, node: Node) -> str:
     return _text(out)
 
 
+# Every device name follows an explicit `name`/`dev` keyword: ip accepts
+# abbreviated keywords, so a network called "n" would otherwise read as "name".
 def _text(lines: list[str]) -> str:
     return "".join(line + "\n" for line in lines)

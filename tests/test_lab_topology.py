@@ -178,16 +178,16 @@ def test_plan_golden_text() -> None:
     p = plan.build(topo)
     assert p.switch_netns == "t1-switch"
     assert p.switch_ip_batch.splitlines()[:4] == [
-        "link add wan type bridge stp_state 0 mcast_snooping 0",
-        "link set wan up",
-        "link add lan mtu 1400 type bridge stp_state 0 mcast_snooping 0",
-        "link set lan up",
+        "link add name wan type bridge stp_state 0 mcast_snooping 0",
+        "link set dev wan up",
+        "link add name lan mtu 1400 type bridge stp_state 0 mcast_snooping 0",
+        "link set dev lan up",
     ]
-    assert "link add v0_1 mtu 1400 type veth peer name lan mtu 1400 netns t1-r" in p.switch_ip_batch
+    assert "link add name v0_1 mtu 1400 type veth peer name lan mtu 1400 netns t1-r" in p.switch_ip_batch
     assert p.switch_tc_batch.count("tbf rate 20000000bit") == 3  # r, h and a are on the shaped lan
     h = next(n for n in p.nodes if n.name == "h")
     assert h.ip_batch == (
-        "addr add 192.168.1.10/24 dev lan\nlink set lan up\nroute add default via 192.168.1.1 dev lan\n"
+        "addr add 192.168.1.10/24 dev lan\nlink set dev lan up\nroute add default via 192.168.1.1 dev lan\n"
     )
     assert h.tc_batch.startswith("qdisc add dev lan root tbf rate 20000000bit")
     r = next(n for n in p.nodes if n.name == "r")
