@@ -100,8 +100,9 @@ def test_double_nat_reaches_the_wan(lab_factory) -> None:  # type: ignore[no-unt
 def test_rate_limited_segment_measures_about_20mbit(lab_factory) -> None:  # type: ignore[no-untyped-def]
     lab = lab_factory({
         "name": "x",
-        "networks": {"slow": {"cidr": "198.18.5.0/24", "rate": "20mbit"}},
-        "nodes": {"a": {"networks": ["slow"]}, "b": {"networks": ["slow"]}},
+        # "n" also guards against ip reading a short device name as a keyword ("name").
+        "networks": {"n": {"cidr": "198.18.5.0/24", "rate": "20mbit", "mtu": 1400}},
+        "nodes": {"a": {"networks": ["n"]}, "b": {"networks": ["n"]}},
     }, prefix="rate")
     b_ip = lab.node_ip("b")
     server = lab.popen("b", ["iperf3", "-s", "-1", "-B", b_ip])
