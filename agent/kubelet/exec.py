@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 STREAM_WAIT_TIMEOUT = 30.0  # upstream's streamCreationTimeout
 PEER_CLOSE_WAIT = 2.0
+INITIAL_SIZE_WAIT = 1.0
 
 
 class ExecOptionError(ValueError):
@@ -77,6 +78,16 @@ def _exec_request(target: ContainerProcess, opts: ExecOptions) -> ExecRequest:
                        stdin=opts.stdin, stdout=opts.stdout, stderr=opts.stderr, tty=opts.tty)
 
 
+async def _start(proc: ExecProcess, opts: ExecOptions) -> None:
+    """Start the command; with a tty, first give the client's initial resize a
+    moment to arrive (kubectl sends it right after the streams are set up), so
+    the command's first look at its terminal sees the real size."""
+    if opts.tty:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.sized.wait(), INITIAL_SIZE_WAIT)
+    await proc.start()
+
+
 def _final_status(code: int) -> dict[str, Any]:
     return ch.status_success() if code == 0 else ch.status_exit_code(code)
 
@@ -92,14 +103,14 @@ async def serve_exec_websocket(request: Request, opts: ExecOptions, target: Cont
     proc = ExecProcess(_exec_request(target, opts))
     reader: asyncio.Task[None] | None = None
     try:
-        try:
-            await proc.start()
-        except OSError as exc:
-            await ws.send(ch.encode_channel(ch.ERROR, ch.encode_status(protocol, ch.status_error(f"exec failed: {exc}"))))
-            return TAKEN_OVER
         # Upstream announces the open streams with an empty message on the lowest writable channel.
         await ws.send(ch.encode_channel(ch.STDOUT if opts.stdout else ch.STDERR if opts.stderr else ch.ERROR))
         reader = asyncio.create_task(_ws_input(ws, proc, protocol))
+        try:
+            await _start(proc, opts)
+        except OSError as exc:
+            await ws.send(ch.encode_channel(ch.ERROR, ch.encode_status(protocol, ch.status_error(f"exec failed: {exc}"))))
+            return TAKEN_OVER
         while (item := await proc.read()) is not None:
             channel, data = item
             if not await ws.send(ch.encode_channel(ch.STDOUT if channel == STDOUT else ch.STDERR, data)):
@@ -221,16 +232,16 @@ async def serve_exec_spdy(request: Request, opts: ExecOptions, target: Container
             return TAKEN_OVER
         error_stream = streams[ch.STREAM_ERROR]
         proc = ExecProcess(_exec_request(target, opts))
-        try:
-            await proc.start()
-        except OSError as exc:
-            await error_stream.write(ch.encode_status(protocol, ch.status_error(f"exec failed: {exc}")))
-            await error_stream.close()
-            return TAKEN_OVER
         if ch.STREAM_STDIN in streams:
             tasks.append(asyncio.create_task(_spdy_stdin(streams[ch.STREAM_STDIN], proc)))
         if ch.STREAM_RESIZE in streams:
             tasks.append(asyncio.create_task(_spdy_resize(streams[ch.STREAM_RESIZE], proc)))
+        try:
+            await _start(proc, opts)
+        except OSError as exc:
+            await error_stream.write(ch.encode_status(protocol, ch.status_error(f"exec failed: {exc}")))
+            await error_stream.close()
+            return TAKEN_OVER
         tasks.append(asyncio.create_task(_kill_on_disconnect(conn, proc)))
         out = {STDOUT: streams.get(ch.STREAM_STDOUT), STDERR: streams.get(ch.STREAM_STDERR)}
         while (item := await proc.read()) is not None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -42,8 +43,18 @@ class ExecRequest:
     tty: bool
 
 
-def _set_controlling_tty() -> None:  # runs in the child between fork and exec
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _set_size(fd: int, width: int, height: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+
+def _set_controlling_tty(slave: int) -> None:  # runs in the child between fork and exec
+    # uvloop runs preexec_fn before it dups the pty onto fd 0, so name the
+    # slave by its own fd; setsid may or may not have happened yet (EPERM: done).
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
 
 
 class ExecProcess:
@@ -58,6 +69,12 @@ class ExecProcess:
         self._readers: list[asyncio.Task[None]] = []
         self._stdin_closed = False
         self._closer: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self._close_stdin_at_start = False
+        self._size: tuple[int, int] | None = None
+        # Set by the first resize: a tty exec waits briefly for it, so the command
+        # starts with the client's terminal size rather than 0x0.
+        self.sized = asyncio.Event()
 
     async def start(self) -> None:
         req = self.request
@@ -65,10 +82,12 @@ class ExecProcess:
         if req.tty:
             env.setdefault("TERM", "xterm")
             master, slave = os.openpty()
+            if self._size is not None:
+                _set_size(master, *self._size)
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     *req.argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                    start_new_session=True, preexec_fn=_set_controlling_tty,
+                    start_new_session=True, preexec_fn=functools.partial(_set_controlling_tty, slave),
                 )
             except BaseException:
                 os.close(master)
@@ -92,6 +111,9 @@ class ExecProcess:
             if self._proc.stderr is not None:
                 self._readers.append(asyncio.create_task(self._read_pipe(self._proc.stderr, STDERR)))
         self._closer = asyncio.create_task(self._close_output_when_done())
+        self._started.set()
+        if self._close_stdin_at_start:
+            self.close_stdin()
 
     @property
     def pid(self) -> int:
@@ -141,6 +163,7 @@ class ExecProcess:
         return await self._output.get()
 
     async def write_stdin(self, data: bytes) -> None:
+        await self._started.wait()
         if self._stdin_closed or not data:
             return
         if self._master is not None:
@@ -169,6 +192,9 @@ class ExecProcess:
                 return
 
     def close_stdin(self) -> None:
+        if not self._started.is_set():
+            self._close_stdin_at_start = True  # stdin ended before the command started
+            return
         if self._stdin_closed:
             return
         self._stdin_closed = True
@@ -180,9 +206,10 @@ class ExecProcess:
             self._proc.stdin.close()
 
     def resize(self, width: int, height: int) -> None:
-        if self._master is None:
-            return
-        fcntl.ioctl(self._master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+        self._size = (width, height)
+        self.sized.set()
+        if self._master is not None:
+            _set_size(self._master, width, height)
 
     async def wait(self) -> int:
         """Exit code as Kubernetes reports it: 128+N for death by signal N."""
