@@ -3,6 +3,7 @@ pod files and env, lifecycle rules. No namespaces, no processes."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,25 @@ def test_records_roundtrip_through_json() -> None:
     lifecycle.record_exit(rec, _exit(3, 2.0), backoff=lifecycle.Backoff())
     again = lifecycle.ContainerRecord.from_dict(json.loads(json.dumps(rec.to_dict())))
     assert again == rec
+
+
+def test_shim_log_file_rotates_like_kubelet(tmp_path: Path) -> None:
+    from edgectl.agent.runtime.shim import _LogFile
+
+    path = tmp_path / "0.log"
+    log = _LogFile(str(path), max_bytes=100, max_files=3)
+    for i in range(12):
+        log.write(crilog.encode("stdout", "F", b"%02d" % i + b"x" * 40, NS))  # 77 bytes a record
+    os.close(log.fd)
+    rotated = sorted(p.name for p in tmp_path.iterdir() if p.name != "0.log")
+    assert len(rotated) == 2 and all(n.startswith("0.log.") for n in rotated)  # max_files - 1 kept
+    # Nothing is lost from the files kept, and every record is whole.
+    texts = [crilog.parse_line(line).text[:2] for name in rotated + ["0.log"]
+             for line in (tmp_path / name).read_bytes().splitlines()]
+    # Two 77-byte records pass 100 bytes, so each rotated file holds two, and
+    # the 12th record's rotation left the current file empty.
+    assert texts == [b"08", b"09", b"10", b"11"] and path.read_bytes() == b""
+    unbounded = _LogFile(str(tmp_path / "1.log"), max_bytes=0, max_files=5)
+    unbounded.write(b"y" * 1000)
+    os.close(unbounded.fd)
+    assert not list(tmp_path.glob("1.log.*"))

@@ -55,6 +55,9 @@ class RuntimeConfig:
     host_resolv_conf: Path = Path("/etc/resolv.conf")
     cluster: podfiles.ClusterInfo = field(default_factory=podfiles.ClusterInfo)
     python: str = sys.executable
+    # kubelet's containerLogMaxSize / containerLogMaxFiles defaults; 0 = no rotation.
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_max_files: int = 5
 
 
 def sandbox_id(uid: str) -> str:
@@ -295,6 +298,8 @@ class ProcessRuntime:
             "netns": sandbox.netns_path,
             "mounts": self._mounts(pod, container),
             "log": str(log_path),
+            "log_max_bytes": self.config.log_max_bytes,
+            "log_max_files": self.config.log_max_files,
             "exit": str(cdir / "exit.json"),
         }
         (cdir / "spec.json").write_text(json.dumps(spec))
@@ -344,9 +349,9 @@ class ProcessRuntime:
         """Keep the current and the previous instance's log, as kubelet does."""
         if not log_path.parent.is_dir():
             return
-        for old in log_path.parent.glob("*.log"):
+        for old in log_path.parent.glob("*.log*"):  # rotated files too: 3.log.20260101-120000
             try:
-                if int(old.stem) < keep_from:
+                if int(old.name.split(".", 1)[0]) < keep_from:
                     old.unlink()
             except ValueError:
                 continue

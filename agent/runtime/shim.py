@@ -143,7 +143,43 @@ def _describe(exc: BaseException, spec: dict) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _pump_logs(spec: dict, log_fd: int) -> None:
+class _LogFile:
+    """The CRI log with kubelet-style rotation: past ``max_bytes`` the file is
+    renamed to ``<n>.log.<YYYYmmdd-HHMMSS>`` and a new one started; only the
+    newest ``max_files - 1`` rotated files are kept. ``max_bytes=0``: never rotate."""
+
+    def __init__(self, path: str, *, max_bytes: int, max_files: int) -> None:
+        self.path, self.max_bytes, self.max_files = path, max_bytes, max(2, max_files)
+        self.fd = self._open()
+        self.size = os.fstat(self.fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+    def write(self, data: bytes) -> None:
+        _write_all(self.fd, data)
+        self.size += len(data)
+        if self.max_bytes and self.size >= self.max_bytes:
+            self.rotate()
+
+    def rotate(self) -> None:
+        os.close(self.fd)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        target, n = f"{self.path}.{stamp}", 0
+        while os.path.exists(target):  # several rotations within one second
+            n += 1
+            target = f"{self.path}.{stamp}.{n}"
+        os.rename(self.path, target)
+        self.fd, self.size = self._open(), 0
+        prefix = os.path.basename(self.path) + "."
+        folder = os.path.dirname(self.path)
+        rotated = sorted((os.stat(os.path.join(folder, f)).st_mtime_ns, f)
+                         for f in os.listdir(folder) if f.startswith(prefix))
+        for _, old in rotated[: max(0, len(rotated) - (self.max_files - 1))]:
+            os.unlink(os.path.join(folder, old))
+
+
+def _pump_logs(spec: dict, log: _LogFile) -> None:
     out_r, err_r = spec["_pipes"]
     splitters = {out_r: LineSplitter("stdout"), err_r: LineSplitter("stderr")}
     open_fds = [out_r, err_r]
@@ -153,7 +189,7 @@ def _pump_logs(spec: dict, log_fd: int) -> None:
             data = os.read(fd, 65536)
             records = splitters[fd].feed(data) if data else splitters[fd].close()
             if records:
-                _write_all(log_fd, records)
+                log.write(records)
             if not data:
                 open_fds.remove(fd)
                 os.close(fd)
@@ -170,7 +206,8 @@ def supervise(spec: dict, report) -> int:  # noqa: ANN001 - report: Callable[[di
     for sig in (signal.SIGHUP, signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     os.makedirs(os.path.dirname(spec["log"]), exist_ok=True)
-    log_fd = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    log = _LogFile(spec["log"], max_bytes=int(spec.get("log_max_bytes", 0)),
+                   max_files=int(spec.get("log_max_files", 5)))
     started = time.time()
     pid, error = _start(spec)
     if error:
@@ -185,7 +222,7 @@ def supervise(spec: dict, report) -> int:  # noqa: ANN001 - report: Callable[[di
         return 0
     report({"pid": pid, "pid_start": proc_start_ticks(pid), "shim_pid": os.getpid(),
             "shim_start": proc_start_ticks(os.getpid()), "started_at": started})
-    _pump_logs(spec, log_fd)
+    _pump_logs(spec, log)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     sig = -code if code < 0 else None
