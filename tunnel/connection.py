@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
-from websockets.frames import Frame, Opcode
-from websockets.protocol import Protocol
+from websockets.frames import Frame, Opcode, apply_mask
+from websockets.protocol import CLIENT, OPEN, Protocol
 
 from ..log import fields
 from .errors import DialError, StreamReset
@@ -56,6 +58,24 @@ _REJECT_REASON = {
     ErrorCode.TIMEOUT: DialError.TIMEOUT,
     ErrorCode.GOING_AWAY: DialError.SESSION_CLOSED,
 }
+
+
+def ws_binary_header(length: int, mask: bytes | None) -> bytes:
+    """RFC 6455 header of one unfragmented binary message.
+
+    The data path writes its messages with this header plus the payload views
+    instead of going through websockets' ``Frame.serialize``, which copies every
+    payload twice (BytesIO write + getvalue). Everything else (handshake, parsing,
+    ping/pong, close) stays with websockets' Protocol.
+    """
+    bit = 0x80 if mask is not None else 0
+    if length < 126:
+        head = struct.pack("!BB", 0x82, bit | length)
+    elif length < 65536:
+        head = struct.pack("!BBH", 0x82, bit | 126, length)
+    else:
+        head = struct.pack("!BBQ", 0x82, bit | 127, length)
+    return head + mask if mask is not None else head
 
 
 def code_name(code: int) -> str:
@@ -267,17 +287,26 @@ class TunnelConnection:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            client = ws.side is CLIENT
             while True:
-                msg = session.data_to_send(MESSAGE_LIMIT)
-                if msg:
-                    ws.send_binary(msg)
-                if session.closed is not None and not ws.close_sent and ws.state.name == "OPEN":
-                    ws.send_close(1000 if not session.closed.code else 1002, session.closed.message[:100])
-                out = ws.data_to_send()
+                parts, size = session.data_to_send_parts(MESSAGE_LIMIT)
+                out = ws.data_to_send()  # websockets' own frames (pong, close) first
                 if not transport.is_closing():
                     for chunk in out:
                         if chunk:
                             transport.write(chunk)
+                    if size and ws.state is OPEN and not ws.close_sent:
+                        if client:  # clients must mask: one join, one mask pass
+                            key = os.urandom(4)
+                            transport.writelines([ws_binary_header(size, key), apply_mask(b"".join(parts), key)])
+                        else:  # server: header + the user's buffers, no copy before TLS
+                            transport.writelines([ws_binary_header(size, None), *parts])
+                    if session.closed is not None and not ws.close_sent and ws.state is OPEN:
+                        ws.send_close(1000 if not session.closed.code else 1002, session.closed.message[:100])
+                        for chunk in ws.data_to_send():
+                            if chunk:
+                                transport.write(chunk)
+                msg = size
                 writable = session.writable_streams()
                 if writable:
                     for sid in writable:

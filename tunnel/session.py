@@ -182,11 +182,17 @@ class Session:
 
         Returns about ``limit`` bytes at most (control frames are never held back).
         """
-        out = self._control
+        return b"".join(self.data_to_send_parts(limit)[0])
+
+    def data_to_send_parts(self, limit: int = 4 * MiB) -> tuple[list[bytes | memoryview], int]:
+        """Like :meth:`data_to_send` but as (buffers, total size), without joining:
+        payloads are views of what the user wrote, so the I/O layer can hand them
+        to the transport without a copy."""
+        out: list[Any] = self._control
         self._control = []
         size = sum(map(len, out))
         if self.peer is None:
-            return b"".join(out)
+            return out, size
         quantum = min(self.config.write_quantum, self.peer_max_frame)
         active = self._active
         while active and size < limit and self._session_send > 0:
@@ -212,7 +218,7 @@ class Session:
                 active.append(st)
             else:
                 st.in_active = False
-        return b"".join(out)
+        return out, size
 
     @staticmethod
     def _take(st: _Stream, n: int, out: list[bytes]) -> None:
