@@ -13,6 +13,7 @@ after a crashed or interrupted ``lab up`` as well.
 from __future__ import annotations
 
 import secrets
+import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -85,21 +86,32 @@ def _build(topo: Topology, lab_plan: plan.LabPlan, st: state.LabState, say: Prog
             (d / "etc-edgectl" / "config.yaml").write_text(yaml.safe_dump(dict(node.config), sort_keys=False))
 
     # 2. Anchors, all at once.
-    procs = {plan.SWITCH: netns.spawn_anchor(lab=topo.name, node=plan.SWITCH, node_dir=None, forward=False)}
-    for node in topo.nodes:
-        procs[node.name] = netns.spawn_anchor(
-            lab=topo.name, node=node.name, node_dir=state.node_dir(topo.name, node.name, root), forward=node.kind == "router"
-        )
-    errors = []
-    for name, proc in procs.items():
+    errors: list[LabError] = []
+    pending: dict[str, subprocess.Popen[bytes]] = {}
+
+    def collect(name: str) -> None:
+        proc = pending.pop(name)
         try:
             ref = netns.wait_anchor(proc, what=f"lab {topo.name} node {name}")
         except LabError as exc:
             errors.append(exc)
-            continue
+            return
         (st.switch if name == plan.SWITCH else st.nodes[name]).anchor = ref
-        say(name, "anchor", time.monotonic() - t0)
-    state.save(st, root)
+
+    try:
+        pending[plan.SWITCH] = netns.spawn_anchor(lab=topo.name, node=plan.SWITCH, node_dir=None, forward=False)
+        for node in topo.nodes:
+            pending[node.name] = netns.spawn_anchor(lab=topo.name, node=node.name, forward=node.kind == "router",
+                                                    node_dir=state.node_dir(topo.name, node.name, root))
+        for name in list(pending):
+            collect(name)
+            say(name, "anchor", time.monotonic() - t0)
+    finally:
+        # Interrupted half-way: an anchor not yet collected would still become
+        # ready later, unseen by the rollback. Collect every one we started.
+        for name in list(pending):
+            collect(name)
+        state.save(st, root)
     if errors:
         raise errors[0]
 
