@@ -433,3 +433,21 @@ def test_follow_over_http_sees_new_lines_and_ends_with_the_container(certs: Cert
 def test_spdy_stream_type_headers_are_lowercased(certs: Certs, container: int, tmp_path: Path) -> None:
     # Go's http.Header canonicalises names ("Streamtype"); on the wire spdystream lowercases them.
     assert make_headers({"streamType": "error"}) == (("streamtype", "error"),)
+
+
+def test_garbage_after_spdy_upgrade_ends_that_connection_only(certs: Certs, container: int, tmp_path: Path) -> None:
+    async def scenario(k: Kubelet) -> None:
+        raw = await k.connect()
+        resp = await kc.send_upgrade(raw, method="POST", target=EXEC + q("true", output=1), host="x", headers=[
+            ("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"), (ch.STREAM_PROTOCOL_HEADER, ch.V4)])
+        assert resp.status == 101
+        raw.writer.write(b"\x80\x03\x00\x01\x00\x00\x00\x0c" + b"\x00\x00\x00\x01" * 3)  # SYN_STREAM with a broken header block
+        await raw.writer.drain()
+        reply = await asyncio.wait_for(raw.reader.read(-1), 10)  # GOAWAY, then the connection closes
+        assert reply[:4] == b"\x80\x03\x00\x07" and reply[-4:] == b"\x00\x00\x00\x01", reply  # PROTOCOL_ERROR
+        raw.writer.close()
+        assert await k.get("/healthz") == (200, b"ok")
+        status, body = await k.get("/attach/default/web/main?output=1")
+        assert status == 400 and "not supported" in json.loads(body)["message"]
+
+    run_with_kubelet(certs, container, tmp_path, scenario)

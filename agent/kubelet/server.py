@@ -65,6 +65,10 @@ class KubeletAPI:
             return await self.exec(request, *args)
         if head == "exec" and len(args) == 4:  # /exec/{ns}/{pod}/{uid}/{container}
             return await self.exec(request, args[0], args[1], args[3])
+        if head == "attach":
+            # The process runtime keeps no console to attach to: a container's output goes
+            # straight to its log file and its stdin is /dev/null.
+            return status_response(400, "attach is not supported by the process runtime; use exec or logs -f")
         if head == "portForward" and len(args) in (2, 3):
             return await self.port_forward(request, args[0], args[1])
         return status_response(404, f"no kubelet endpoint {request.path}")
@@ -97,6 +101,8 @@ class KubeletAPI:
         if not (is_websocket_upgrade(request) or is_spdy_upgrade(request)):
             return status_response(400, "exec needs a websocket (v5/v4.channel.k8s.io) or SPDY/3.1 upgrade")
         target = self.pods.container_process(namespace, pod, container)
+        if target is not None and not os.path.exists(f"/proc/{target.pid}"):
+            target = None  # exited since the runtime last looked
         if target is None:
             known = self.pods.find_uid(namespace, pod) is not None
             what = f"container {container!r} is not running" if known else "pod not found on this node"

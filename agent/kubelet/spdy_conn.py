@@ -204,6 +204,8 @@ class SpdyConnection:
                     self.session.receive_eof()
                 self._dispatch()
                 await self.flush()
+                if self.session.failed is not None:
+                    break  # GOAWAY is out; the handler closes the transport
                 while self._buffered > MAX_BUFFERED and not self.closed.is_set():
                     self._drained.clear()
                     await self._drained.wait()
