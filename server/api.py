@@ -304,7 +304,7 @@ class ApiServer:
         listed = await self.registry.list(
             t.res, t.namespace, selection=self._selection(req, t), limit=limit,
             continue_token=req.arg("continue"), resource_version=req.arg("resourceVersion"),
-            exact=req.arg("resourceVersionMatch") == "Exact",
+            exact=req.arg("resourceVersionMatch") == "Exact", shared=True,
         )
         wanted = negotiate(req.headers.get("accept"))
         if wanted.as_ == "Table":

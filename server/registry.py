@@ -42,6 +42,7 @@ DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 _GENERATE_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"  # upstream's alphabet: no vowels, no lookalikes
 _RETRIES = 16
+_DECODE_CACHE_MAX = 50_000
 
 
 def now_rfc3339(now: dt.datetime | None = None) -> str:
@@ -137,6 +138,9 @@ class Registry:
         self.node_port_range = node_port_range
         self._tasks: set[asyncio.Task[None]] = set()
         self._alloc_lock = asyncio.Lock()
+        # key -> (mod_revision, decoded object) for read-only use by list and
+        # watch serialisation: decoding JSON is most of a large list's cost.
+        self._decoded: dict[str, tuple[int, Obj]] = {}
         # Called after every successful write (metrics, tests); never raises into us.
         self.on_write: list[Callable[[str, Resource], None]] = []
 
@@ -160,6 +164,17 @@ class Registry:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def decode_shared(self, kv: storage.KeyValue) -> Obj:
+        """A decoded object that callers must not mutate (cached per revision)."""
+        hit = self._decoded.get(kv.key)
+        if hit is not None and hit[0] == kv.mod_revision:
+            return hit[1]
+        obj = decode(kv)
+        if len(self._decoded) >= _DECODE_CACHE_MAX:
+            self._decoded.clear()
+        self._decoded[kv.key] = (kv.mod_revision, obj)
+        return obj
 
     def resource(self, plural: str, group: str = "") -> Resource:
         return self.table.get(plural, group)
@@ -189,9 +204,12 @@ class Registry:
         continue_token: str | None = None,
         resource_version: str | None = None,
         exact: bool = False,
+        shared: bool = False,
     ) -> ObjectList:
         """List, consistent at one revision. With ``limit``, pages carry a
-        continue token that pins the revision (410 once it is compacted)."""
+        continue token that pins the revision (410 once it is compacted).
+        ``shared`` returns cached objects that the caller must not mutate."""
+        load = self.decode_shared if shared else decode
         prefix = res.prefix(namespace)
         start_after = ""
         revision = 0
@@ -231,7 +249,7 @@ class Registry:
                     result = await self.store.list(prefix, revision=revision, start_after=last_key, limit=batch)
                 revision = result.revision
                 for kv in result.items:
-                    obj = decode(kv)
+                    obj = load(kv)
                     last_key = kv.key
                     if selection is ALL or selection.matches(obj):
                         items.append(obj)

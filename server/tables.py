@@ -8,6 +8,7 @@ object's metadata (PartialObjectMetadata) so ``-A``, ``--show-labels`` and
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,6 +53,11 @@ def human_duration(seconds: float) -> str:
 def _ts(text: Any) -> dt.datetime | None:
     if not isinstance(text, str) or not text:
         return None
+    return _parse_ts(text)
+
+
+@functools.lru_cache(maxsize=4096)  # many objects share a creation second
+def _parse_ts(text: str) -> dt.datetime | None:
     try:
         return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
