@@ -464,3 +464,41 @@ def test_metrics_and_kubeconfig_status(tls: TLSFiles, tmp_path: Path) -> None:
             w.close()
 
     run(main())
+
+
+def test_dial_timeout_and_cancel_leave_no_orphan_streams(tls: TLSFiles) -> None:
+    async def main() -> None:
+        async with env(tls) as e:
+            agent = e.run_agent(e.agent("edge-1", dial_timeout=30.0, allow=AllowList(kubelet_port=e.echo_port, loopback_ports=(9,))))
+            tun = e.srv.tunnel  # type: ignore[union-attr]
+            await tun.wait_for_session("edge-1", 10)
+            # Make the agent's TCP connect hang (as to a blackholed address) until released.
+            blocker = asyncio.Event()
+
+            async def slow_open(*a: Any, **k: Any) -> Any:
+                await blocker.wait()
+                raise OSError("never")
+
+            real = asyncio.open_connection
+            asyncio.open_connection = slow_open  # type: ignore[assignment]
+            try:
+                with pytest.raises(DialError) as exc:
+                    await tun.dial("edge-1", "tcp/127.0.0.1:9", timeout=0.3)
+                assert exc.value.reason == DialError.TIMEOUT
+                task = asyncio.create_task(tun.dial("edge-1", "tcp/127.0.0.1:9", timeout=30))
+                await asyncio.sleep(0.2)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            finally:
+                asyncio.open_connection = real  # type: ignore[assignment]
+                blocker.set()
+            for _ in range(100):
+                if tun.stats()["sessions"][0]["open_streams"] == 0 and agent.conn and agent.conn.session.open_streams == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert tun.stats()["sessions"][0]["open_streams"] == 0
+            assert agent.conn is not None and agent.conn.session.open_streams == 0
+            assert await echo_once(e.srv, "edge-1", e.echo_port, b"fine") == b"fine"  # type: ignore[arg-type]
+
+    run(main())

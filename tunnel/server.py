@@ -168,6 +168,9 @@ class TunnelServer:
                 raise DialError(DialError.SESSION_CLOSED, f"node {node!r}: {exc}") from None
             try:
                 await asyncio.wait_for(asyncio.shield(stream.accepted), timeout)
+            except asyncio.CancelledError:
+                conn.reset(stream.id, ErrorCode.CANCEL, "dial cancelled")  # never leave an orphan stream
+                raise
             except asyncio.TimeoutError:
                 conn.reset(stream.id, ErrorCode.TIMEOUT, "dial timed out")
                 raise DialError(DialError.TIMEOUT, f"dial {target} on node {node!r} timed out after {timeout}s") from None
