@@ -120,6 +120,9 @@ def in_node(body: Callable[[Path], Awaitable[Any]], *, timeout: float = 60.0) ->
         return run_in_node_namespace(lambda: body(root), data_dir=root / "data", timeout=timeout)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        if root.exists():  # a CNI plugin of a failed test may still have been writing
+            time.sleep(0.5)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def read_log(path: str) -> list[crilog.LogRecord]:
