@@ -183,6 +183,14 @@ def test_pod_runs_with_ip_hostname_hosts_env_volume_and_cri_logs() -> None:
         net = node.manager.pod_network("default", "web")
         assert net is not None and net.ips == (st["podIP"],) and os.path.exists(net.netns_path)
         assert node.manager.pods()[0]["status"]["phase"] == "Running"
+        # sync() is idempotent: the same list again changes nothing and reports nothing.
+        seen = len(node.changes)
+        for _ in range(5):
+            node.manager.sync([p])
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert len(node.changes) == seen
+        assert cstatus(node.manager.status(uid), "main")["containerID"] == main["containerID"]
         await node.stop(stop_pods=True)
         assert node.lease_files() == [] and netns_names() == []
 
