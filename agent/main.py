@@ -132,7 +132,18 @@ class Agent:
         allow = AllowList(mode=EgressMode(self._egress_mode()), kubelet_port=self.config.kubelet_port)
         self.tunnel = TunnelAgent(TunnelConfig(server=self.config.server, node=self.config.node_name, allow=allow),
                                   ssl_context=self.joined.api_ssl_context())
-        self._spawn(self.tunnel.run(), "tunnel")
+        self._spawn(self._keep_tunnel(), "tunnel")
+
+    async def _keep_tunnel(self) -> None:
+        """TunnelAgent.run reconnects by itself; this only guards against an
+        unexpected exception ending it, which would cut the node off for good."""
+        while True:
+            try:
+                await self.tunnel.run()
+                return  # stopped on purpose
+            except Exception as exc:  # noqa: BLE001 - log, then dial again
+                log.error("tunnel loop failed; restarting it", extra=fields(error=repr(exc)))
+                await asyncio.sleep(1.0)
 
     def _allow_pod_cidr(self) -> None:
         """Egress modes pod/cluster need the podCIDR, known only after registration."""

@@ -252,3 +252,68 @@ def kubeconfig_for(lab: Lab, server: str | None = None) -> Path:
         raise LabError(f"lab {lab.name}: no kubeconfig for {server} yet (is the server up? log: {log_path(lab, server)})")
     return path
 
+
+
+# ---- stopping and restarting a node's edgectl process (tests, benchmarks) --------------
+
+
+def role_pids(lab: Lab, node: str) -> list[int]:
+    """PIDs of ``edgectl server|agent`` running in ``node`` (matched by network namespace)."""
+    kind = lab.topology.node(node).kind
+    want = os.stat(f"/run/netns/{lab.netns(node)}").st_ino
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino != want:
+                continue
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"edgectl") for a in argv) and kind.encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def stop_role(lab: Lab, node: str, *, timeout: float = 15.0) -> None:
+    """SIGTERM the node's edgectl process and wait until it has exited."""
+    import signal
+
+    pids = role_pids(lab, node)
+    for pid in pids:
+        with _suppress_lookup():
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(os.path.exists(f"/proc/{p}") and not _zombie(p) for p in pids):
+        if time.monotonic() > deadline:
+            raise LabError(f"{lab.name}/{node}: edgectl did not exit within {timeout:.0f}s of SIGTERM")
+        time.sleep(0.05)
+
+
+def start_role(lab: Lab, node: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+    """Start (again) the node's role as ``lab up`` does, and wait until it is Ready."""
+    from .roles import ROLES, RoleContext
+
+    n = lab.topology.node(node)
+    server_url = f"https://{lab.address_for(n.name, n.server)}:{SERVER_PORT}" if n.server else None
+    ctx = RoleContext(lab=lab, node=n, token=lab.state.token, server_url=server_url)
+    role = ROLES[n.kind]
+    role.start(ctx)
+    if wait:
+        role.wait_ready(ctx, timeout=timeout)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class _suppress_lookup:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        return et is ProcessLookupError
