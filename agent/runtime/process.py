@@ -86,7 +86,16 @@ async def _run(*argv: str, check: bool = True) -> tuple[int, str]:
 
 
 def _alive(pid: int, start: Any) -> bool:
-    return pid > 0 and start is not None and proc_start_ticks(pid) == start
+    """The same process (start time matches, so not a reused PID) and not a
+    zombie: a killed container whose shim died waits for init to reap it."""
+    if pid <= 0 or start is None or proc_start_ticks(pid) != start:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
 
 
 class ProcessRuntime:
