@@ -498,7 +498,7 @@ class ApiServer:
             if t.res.group:
                 details["group"] = t.res.group
             return json_response(200, status.success(details))
-        return self._render_one(req, t, obj, 200 if removed else 202 if t.res.plural == "namespaces" else 200)
+        return self._render_one(req, t, obj, 200)  # upstream answers 200 for pending deletions too
 
     async def delete_collection(self, req: Request, t: Target) -> Response:
         listed = await self.registry.list(t.res, t.namespace, selection=self._selection(req, t))
