@@ -174,6 +174,15 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def with_descendants(pid: int) -> list[int]:
+    out = [pid]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            for child in Path(f"/proc/{pid}/task/{tid}/children").read_text().split():
+                out += with_descendants(int(child))
+    return out
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -251,7 +260,7 @@ class TunnelRig:
 # 1. single stream throughput
 
 
-def ssh_rig(procs: Procs, tmp: Path, sink_port: int, cipher: str | None) -> int:
+def ssh_rig(procs: Procs, tmp: Path, sink_port: int, cipher: str | None) -> tuple[int, dict[str, int]]:
     """sshd on loopback with throwaway keys; ``ssh -R`` back to the sink. Returns the -R port."""
     d = tmp / "ssh"
     if not (d / "host").exists():
@@ -266,7 +275,7 @@ def ssh_rig(procs: Procs, tmp: Path, sink_port: int, cipher: str | None) -> int:
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
         f"StrictModes no\nPidFile {d / 'sshd.pid'}\nAllowTcpForwarding yes\nGatewayPorts no\n"
     )
-    procs.start(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], port_line=False)
+    sshd, _ = procs.start(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], port_line=False)
     wait_port(sport)
     rport = free_port()
     argv = ["ssh", "-N", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
@@ -274,23 +283,29 @@ def ssh_rig(procs: Procs, tmp: Path, sink_port: int, cipher: str | None) -> int:
             "-R", f"{rport}:127.0.0.1:{sink_port}", "root@127.0.0.1"]
     if cipher:
         argv[1:1] = ["-c", cipher]
-    procs.start(argv, port_line=False)
+    ssh, _ = procs.start(argv, port_line=False)
     wait_port(rport)
-    return rport
+    return rport, {"sshd": sshd.pid, "ssh": ssh.pid}
 
 
 def bench_single_stream(procs: Procs, tmp: Path, nbytes: int, skip: set[str]) -> dict[str, float]:
-    _, sink = procs.start([*ME, "_helper", "sink"])
+    sink_proc, sink = procs.start([*ME, "_helper", "sink"])
     results: dict[str, float] = {}
+    cpu_per_gib: dict[str, float] = {}
 
     def measure(name: str, port: int, pids: dict[str, int] | None = None) -> None:
         blast(port, 64 * MiB)  # warm-up: windows grow, caches fill
-        before = {k: cpu_seconds(p) for k, p in (pids or {}).items()}
+        # CPU seconds per GiB do not depend on what else runs on this shared machine.
+        trees = {k: with_descendants(p) for k, p in (pids or {}).items()}
+        before = {k: sum(cpu_seconds(p) for p in t) for k, t in trees.items()}
         results[name] = blast(port, nbytes)
-        cpu = "  ".join(f"{k} {(cpu_seconds(p) - before[k]) / (nbytes / 2**30):.2f} CPU-s/GiB" for k, p in (pids or {}).items())
+        spent = {k: sum(cpu_seconds(p) for p in t) - before[k] for k, t in trees.items()}
+        cpu_per_gib[name] = sum(spent.values()) / (nbytes / 2**30)
+        cpu = "  ".join(f"{k} {v / (nbytes / 2**30):.2f}" for k, v in spent.items())
+        cpu = f"CPU-s/GiB: {cpu}" if cpu else ""
         print(f"  {name:<28} {results[name]:8.0f} MB/s  {gbit(results[name])}  {cpu}", flush=True)
 
-    measure("direct TCP", sink)
+    measure("direct TCP", sink, {"sink": sink_proc.pid})
     if "tunnel" not in skip:
         for label, uv in (("tunnel (TLS, uvloop)", True), ("tunnel (TLS, asyncio)", False)):
             fport = free_port()
@@ -302,14 +317,15 @@ def bench_single_stream(procs: Procs, tmp: Path, nbytes: int, skip: set[str]) ->
     if "ssh" not in skip and shutil.which("ssh") and Path("/usr/sbin/sshd").exists():
         for label, cipher in (("ssh -R (default cipher)", None), ("ssh -R (aes128-gcm)", "aes128-gcm@openssh.com")):
             before = list(procs.procs)
-            rport = ssh_rig(procs, tmp, sink, cipher)
-            measure(label, rport)
+            rport, pids = ssh_rig(procs, tmp, sink, cipher)
+            measure(label, rport, pids)
             for p in [p for p in procs.procs if p not in before]:
                 procs.stop(p)
     for label, uv in (("asyncio relay (uvloop)", True), ("asyncio relay (asyncio)", False)):
         p, rport = procs.start([*ME, "_helper", "relay", str(sink), "1" if uv else "0"])
         measure(label, rport, {"relay": p.pid})
         procs.stop(p)
+    results.update({f"cpu_s_per_gib {k}": v for k, v in cpu_per_gib.items()})
     return results
 
 
@@ -393,7 +409,7 @@ async def inprocess_benches(procs: Procs, tmp: Path, hol_bytes: int) -> dict[str
     stalled_runs: list[float] = []
     buffered = window = 0
     rss_delta = 0
-    for _ in range(3):
+    for _ in range(5):
         base.append(sum(await asyncio.gather(*(pull(share) for _ in range(4)))))
         stalled_r, stalled_w = await tun.dial("bench", src_target)  # never read; hol_bytes queued behind it
         await asyncio.sleep(0.3)
@@ -411,7 +427,7 @@ async def inprocess_benches(procs: Procs, tmp: Path, hol_bytes: int) -> dict[str
     out["hol_stalled_window"] = window
     out["hol_rss_delta_kib"] = rss_delta
     print(f"  head-of-line: 4 streams {out['hol_base_mb_s']:.0f} MB/s alone, {out['hol_stalled_mb_s']:.0f} MB/s beside a stalled "
-          f"stream ({out['hol_ratio']:.2f}x, medians of 3); stalled stream buffers {buffered / MiB:.2f} MiB "
+          f"stream ({out['hol_ratio']:.2f}x, medians of 5); stalled stream buffers {buffered / MiB:.2f} MiB "
           f"(window {window / MiB:.2f} MiB) of {hol_bytes / 1e6:.0f} MB queued; RSS delta {rss_delta / 1024:.1f} MiB",
           flush=True)
     await srv.close()
@@ -478,11 +494,14 @@ def main() -> None:
                 r = bench_single_stream(procs, tmp, int(args.gib * 1024 * MiB), skip)
                 report["single"] = r
                 t = r.get("tunnel (TLS, uvloop)")
+                tc = r.get("cpu_s_per_gib tunnel (TLS, uvloop)")
                 if t:
-                    print("  ratios (tunnel with uvloop / X):", flush=True)
+                    print("  ratios, tunnel (uvloop) / X:   throughput   CPU efficiency (X's CPU-s/GiB / tunnel's)", flush=True)
                     for k, v in r.items():
-                        if k != "tunnel (TLS, uvloop)":
-                            print(f"    tunnel / {k:<26} {t / v:5.2f}x", flush=True)
+                        if k != "tunnel (TLS, uvloop)" and not k.startswith("cpu_s"):
+                            xc = r.get(f"cpu_s_per_gib {k}")
+                            eff = f"{xc / tc:5.2f}x" if xc and tc else "    -"
+                            print(f"    {k:<28} {t / v:5.2f}x        {eff}", flush=True)
                     print("  targets: >= 1.0x ssh -R aes128-gcm, >= 0.6x asyncio relay", flush=True)
             if "inproc" not in skip:
                 print("== streams (server in this process, agent in another)", flush=True)
