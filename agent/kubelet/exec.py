@@ -248,8 +248,8 @@ async def serve_exec_spdy(request: Request, opts: ExecOptions, target: Container
             stream = out.get(item[0]) or out[STDOUT]
             if stream is not None:
                 await stream.write(item[1])
-        for stream in out.values():
-            if stream is not None:
+        for kind, stream in list(streams.items()):
+            if kind != ch.STREAM_ERROR:  # FIN every stream we hold, even one that came late
                 await stream.close()
         code = await proc.wait()
         await error_stream.write(ch.encode_status(protocol, _final_status(code)))

@@ -45,16 +45,20 @@ def _listening(pid: int, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def container_namespace(*, hostname: str, http_port: int | None = None, timeout: float = 10.0) -> Iterator[int]:
-    """Yield the host PID of the container's PID 1: ``sleep``, or a Python
-    web server on 127.0.0.1:``http_port`` visible only inside its netns.
+def container_namespace(*, hostname: str, http_port: int | None = None, main: str | None = None,
+                        listen_port: int | None = None, timeout: float = 10.0) -> Iterator[int]:
+    """Yield the host PID of the container's PID 1: ``sleep``, a Python web
+    server on 127.0.0.1:``http_port`` visible only inside its netns, or the
+    shell command ``main`` (then ``listen_port`` is waited for, if given).
 
     Everything dies with it: the namespace's PID 1 is killed by PID at exit
     (taking every process in the PID namespace along), unshare runs with
     --kill-child, and unshare itself dies with this process (PDEATHSIG).
     """
-    main = (f"exec python3 -m http.server {http_port} --bind 127.0.0.1 --directory /proc/self/fdinfo"
-            if http_port else "exec sleep 100000")
+    if main is None:
+        main = (f"exec python3 -m http.server {http_port} --bind 127.0.0.1 --directory /proc/self/fdinfo"
+                if http_port else "exec sleep 100000")
+    listen_port = listen_port or http_port
     script = f"hostname {hostname}; ip link set lo up; {main}"
     proc = subprocess.Popen(["unshare", "--fork", "--kill-child", "--pid", "--mount-proc", "--uts", "--net", "--mount",
                              "--ipc", "sh", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -62,11 +66,11 @@ def container_namespace(*, hostname: str, http_port: int | None = None, timeout:
     pid = 0
     try:
         pid = _child_pid(proc.pid, timeout)
-        if http_port:
+        if listen_port:
             deadline = time.monotonic() + timeout
-            while not _listening(pid, http_port):
+            while not _listening(pid, listen_port):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"nothing listens on {http_port} in the container")
+                    raise RuntimeError(f"nothing listens on {listen_port} in the container")
                 time.sleep(0.05)
         yield pid
     finally:
