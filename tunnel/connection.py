@@ -192,10 +192,10 @@ class TunnelConnection:
             if self.session.closed is None:  # cancelled from outside
                 self.session.close(ErrorCode.INTERNAL, "connection task cancelled")
                 self._process_session_events()
-            if self.session.closed is not None and self.session.closed.code:
-                transport.abort()  # after an error, do not wait on a peer that may be stuck
-            else:
-                transport.close()
+            # close() flushes the final GOAWAY/close frame; a peer that stopped
+            # reading must not keep the buffer (and the socket) alive forever.
+            transport.close()
+            self._loop.call_later(2.0, transport.abort)
             self.ended.set()
 
     def open_stream(self, target: str) -> TunnelStream:
