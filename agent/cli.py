@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from edgectl.config import ConfigCommand
 from edgectl.errors import EdgectlError
 from edgectl.paths import AGENT_DATA_DIR
 
-from .config import EGRESS_MODES, AgentConfig, check_server_url, default_node_ip, default_node_name, parse_ips, parse_label, parse_taint
+from .config import EGRESS_MODES, AgentConfig, check_server_url, parse_size, default_node_ip, default_node_name, parse_ips, parse_label, parse_taint
 
 
 @click.command(cls=ConfigCommand)
@@ -28,15 +29,19 @@ from .config import EGRESS_MODES, AgentConfig, check_server_url, default_node_ip
               help="Node password, certificates and pod state.")
 @click.option("--egress-mode", type=click.Choice(EGRESS_MODES), default=None,
               help="What the server may reach through this node's tunnel (default: the server's egress-selector-mode).")
+@click.option("--container-log-max-size", default="10Mi", show_default=True,
+              help="Rotate a container's log past this size (as the kubelet's containerLogMaxSize).")
 def agent(server: str, token: str | None, token_file: Path | None, node_name: str | None, node_ip: tuple[str, ...],
           node_external_ip: tuple[str, ...], node_label: tuple[str, ...], node_taint: tuple[str, ...], data_dir: Path,
-          egress_mode: str | None) -> None:
+          egress_mode: str | None, container_log_max_size: str) -> None:
     """Join the cluster at --server and run pods on this machine (outbound connections only)."""
     from .main import run
 
     config = build_config(server=server, token=token, token_file=token_file, node_name=node_name, node_ip=node_ip,
                           node_external_ip=node_external_ip, node_label=node_label, node_taint=node_taint,
                           data_dir=data_dir, egress_mode=egress_mode)
+    config = dataclasses.replace(config, container_log_max_bytes=parse_size(container_log_max_size,
+                                                                            flag="--container-log-max-size"))
 
     async def main() -> None:
         stop = asyncio.Event()

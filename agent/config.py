@@ -39,6 +39,7 @@ class AgentConfig:
     control_plane: bool = False  # embedded in `edgectl server`: node-role labels
     run_pods: bool = True  # False only for tests/benchmarks of the control path
     lease_seconds: float = 10.0
+    container_log_max_bytes: int = 10 * 1024 * 1024  # kubelet's containerLogMaxSize default
 
 
 def parse_label(text: str) -> tuple[str, str]:
@@ -93,6 +94,17 @@ def parse_ips(values: Iterable[str], *, flag: str) -> tuple[str, ...]:
             except ValueError:
                 raise ConfigError(f"{flag}: {part!r} is not an IP address") from None
     return tuple(out)
+
+
+_SIZE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "ki": 1024, "mi": 1024**2, "gi": 1024**3}
+
+
+def parse_size(text: str, *, flag: str) -> int:
+    """``10Mi``, ``500k``, ``1048576`` -> bytes (Kubernetes quantity suffixes)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]i?)?\s*", text)
+    if not m:
+        raise ConfigError(f"{flag}: {text!r} is not a size like 10Mi, 500Ki or 1048576")
+    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]
 
 
 def check_server_url(url: str) -> str:

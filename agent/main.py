@@ -164,7 +164,8 @@ class Agent:
         cluster = self.joined.config
         svc = ipaddress.ip_network(cluster.service_cidr)
         info = ClusterInfo(api_service_ip=str(svc.network_address + 1), cluster_domain=cluster.cluster_domain)
-        runtime = ProcessRuntime(RuntimeConfig(pod_cidr=self.pod_cidr, data_dir=self.config.data_dir, cluster=info))
+        runtime = ProcessRuntime(RuntimeConfig(pod_cidr=self.pod_cidr, data_dir=self.config.data_dir, cluster=info,
+                                               log_max_bytes=self.config.container_log_max_bytes))
         self.podsync = PodSync(client=self.client, node=self.config.node_name)
         self.manager = PodManager(runtime=runtime, data_dir=self.config.data_dir, on_change=self.podsync.on_change,
                                   cluster=info, host_ip=self.config.node_ips[0] if self.config.node_ips else "")
@@ -233,24 +234,31 @@ class Agent:
     # ---- stop -----------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Stop the agent; pods keep running and are re-adopted by the next start."""
+        """Stop the agent; pods keep running and are re-adopted by the next start.
+
+        Every step is bounded: a stuck close must never keep SIGTERM from ending us."""
         if self.tunnel is not None:
-            with contextlib.suppress(Exception):
-                await self.tunnel.stop()
+            await self._bounded("tunnel", self.tunnel.stop())
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if self._tasks:
+            await self._bounded("tasks", asyncio.gather(*self._tasks, return_exceptions=True))
         if self.kubelet is not None:
-            with contextlib.suppress(Exception):
-                await self.kubelet.close()
+            await self._bounded("kubelet API", self.kubelet.close())
         if self.manager is not None:
-            with contextlib.suppress(Exception):
-                await self.manager.close()
+            await self._bounded("pod manager", self.manager.close())
         if self.client is not None:
-            await self.client.close()
+            await self._bounded("API client", self.client.close())
         log.info("agent stopped", extra=fields(node=self.config.node_name))
+
+    async def _bounded(self, what: str, aw: Any, timeout: float = 3.0) -> None:
+        try:
+            await asyncio.wait_for(aw, timeout)
+        except asyncio.TimeoutError:
+            stuck = ",".join(t.get_name() for t in self._tasks if not t.done())
+            log.warning("shutdown step timed out", extra=fields(step=what, seconds=timeout, pending=stuck))
+        except Exception as exc:  # noqa: BLE001 - keep shutting down
+            log.warning("shutdown step failed", extra=fields(step=what, error=repr(exc)))
 
     def status(self) -> dict[str, Any]:
         return {"node": self.config.node_name, "ready": self.ready.is_set(), "pod_cidr": self.pod_cidr,
