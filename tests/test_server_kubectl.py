@@ -317,3 +317,20 @@ def test_pod_streams_without_tunnel_answer_503(srv: ServerProcess) -> None:
     code, _ = srv.json("DELETE", f"/api/v1/namespaces/{ns}/pods/bound", {"gracePeriodSeconds": 0})
     assert code == 200
     assert srv.json("GET", f"/api/v1/namespaces/{ns}/pods/bound")[0] == 404
+
+
+@pytest.mark.parametrize("v", ["1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33"])
+def test_smoke_every_kubectl_version(srv: ServerProcess, v: str) -> None:
+    ns = make_ns(srv, v, "smoke")  # typed create: protobuf body from 1.32 on
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\ndata: {a: b}\n"
+    assert "created" in srv.kubectl(v, "-n", ns, "apply", "-f", "-", input=cm).stdout
+    assert "configured" in srv.kubectl(v, "-n", ns, "apply", "-f", "-", input=cm.replace("a: b", "a: c")).stdout
+    srv.kubectl(v, "-n", ns, "create", "secret", "generic", "sec", "--from-literal=k=v")
+    srv.kubectl(v, "-n", ns, "create", "service", "clusterip", "svc", "--tcp=80:8080")
+    srv.kubectl(v, "-n", ns, "create", "serviceaccount", "sa")
+    out = srv.kubectl(v, "-n", ns, "get", "cm,secret,svc,sa", "-o", "name").stdout.split()
+    assert {"configmap/s", "secret/sec", "service/svc", "serviceaccount/sa"} <= set(out)
+    assert srv.kubectl(v, "-n", ns, "get", "secret", "sec", "-o", "jsonpath={.data.k}").stdout == "dg=="
+    assert srv.kubectl(v, "-n", ns, "get", "svc", "svc", "-o", "jsonpath={.spec.ports[0].targetPort}").stdout == "8080"
+    srv.kubectl(v, "delete", "namespace", ns, "--timeout=20s")
+    assert "Server Version" in srv.kubectl(v, "version").stdout
