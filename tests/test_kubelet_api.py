@@ -279,11 +279,11 @@ def _pids_with_arg0(marker: str) -> list[int]:
 
 # --- exec over SPDY -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("protocol", [ch.V5, ch.V4, ch.V3, ch.V2])
+@pytest.mark.parametrize("protocol", [ch.V5, ch.V4, ch.V3, ch.V2, ch.V1])
 def test_spdy_exec_stdin_stdout_stderr_exit_code(certs: Certs, container: int, tmp_path: Path, protocol: str) -> None:
     async def scenario(k: Kubelet) -> None:
         resp, conn = await k.spdy(EXEC + q("sh", "-c", "cat; echo oops >&2; exit 3", input=1, output=1, error=1),
-                                  [protocol, ch.V2, ch.V1])
+                                  [protocol, ch.V1])
         assert resp.status == 101 and resp.headers["x-stream-protocol-version"] == protocol
         big = os.urandom(300_000)  # more than the 64 KiB SPDY window: no flow-control stall
         res = await kc.spdy_exec(conn, protocol=protocol, stdin=big, stdin_chunks=[b"hello "])
@@ -449,5 +449,35 @@ def test_garbage_after_spdy_upgrade_ends_that_connection_only(certs: Certs, cont
         assert await k.get("/healthz") == (200, b"ok")
         status, body = await k.get("/attach/default/web/main?output=1")
         assert status == 400 and "not supported" in json.loads(body)["message"]
+
+    run_with_kubelet(certs, container, tmp_path, scenario)
+
+
+def test_no_descriptor_or_process_leaks(certs: Certs, container: int, tmp_path: Path) -> None:
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def scenario(k: Kubelet) -> None:
+        async def once() -> None:
+            ws = await k.ws(EXEC + q("sh", "-c", "echo hi", output=1, tty=1), [ch.V5])
+            assert (await kc.ws_exec(ws, stdin=None)).outcome == ch.ExecOutcome(0)
+            resp, conn = await k.spdy(EXEC + q("cat", input=1, output=1, error=1), [ch.V4])
+            assert (await kc.spdy_exec(conn, protocol=ch.V4, stdin=b"x")).stdout == b"x"
+            resp, conn = await k.spdy("/portForward/default/web", [ch.PORTFORWARD_PROTOCOL])
+            runner = asyncio.create_task(conn.run())
+            body, _ = await _http_get_via(conn, 1)
+            assert body.startswith(b"HTTP/1.0 200")
+            await conn.close()
+            runner.cancel()
+
+        await once()  # warm up (thread pool, caches)
+        await asyncio.sleep(0.3)
+        before = fds()
+        for _ in range(8):
+            await once()
+        await asyncio.sleep(0.5)  # server-side handlers finish their close handshakes
+        assert fds() <= before + 2, (before, fds())
+        children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+        assert not [c for c in children if "nsenter" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
 
     run_with_kubelet(certs, container, tmp_path, scenario)

@@ -225,3 +225,22 @@ def test_ping_from_peer_uses_its_parity() -> None:
     server = Session(Role.SERVER)
     server.receive_data(FrameEncoder().encode(Ping(5)))
     assert FrameDecoder().feed(server.data_to_send()) == [Ping(5)]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8), st.booleans())
+def test_fuzz_session_never_raises(chunks: list[bytes], strict: bool) -> None:
+    # A valid opening (SYN_STREAM + data) followed by arbitrary bytes, in arbitrary pieces.
+    enc = FrameEncoder()
+    server = Session(Role.SERVER, strict_flow_control=strict)
+    server.receive_data(enc.encode(SynStream(1, (("streamtype", "stdin"),))) + enc.encode(DataFrame(1, b"x")))
+    for chunk in chunks:
+        server.receive_data(chunk)
+        server.events_received()
+        server.data_to_send()
+    server.send_data(1, b"after")  # local calls stay safe whatever the peer did
+    server.receive_eof()
