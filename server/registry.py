@@ -629,6 +629,8 @@ class Registry:
             listed = await self.list(res, namespace, selection=selection)
             start = int(listed.resource_version)
             initial = [WatchEvent("ADDED", obj, int(obj["metadata"]["resourceVersion"])) for obj in listed.items]
+        elif resource_version in (None, "", "0"):
+            start = await self.store.current_revision()  # sendInitialEvents=false: from now on
         else:
             start = _parse_rv(resource_version)
         try:

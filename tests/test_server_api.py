@@ -188,6 +188,12 @@ def test_watch_semantics(srv: ServerProcess) -> None:
     assert 1.5 < time.monotonic() - t0 < 5
     events = [json.loads(line) for line in raw.splitlines()]
     assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "w-1"
+    # Watch-list (sendInitialEvents): the state as ADDED, then a bookmark marking its end.
+    code, _, raw = srv.request("GET", f"{CMS}?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"
+                                      "&allowWatchBookmarks=true&fieldSelector=metadata.name%3Dw-0&timeoutSeconds=1", fresh=True)
+    events = [json.loads(line) for line in raw.splitlines()]
+    assert [e["type"] for e in events[:2]] == ["ADDED", "BOOKMARK"]
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
     # Tables in watch events.
     code, _, raw = srv.request("GET", f"{CMS}?watch=true&fieldSelector=metadata.name%3Dw-1&timeoutSeconds=1", fresh=True,
                                headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
