@@ -168,10 +168,11 @@ class ServerProcess:
             return code, payload.decode(errors="replace")
 
     def kubectl(self, version: str, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+                timeout: float = 30.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         cmd = [str(kubectl_path(version)), "--kubeconfig", str(self.kubeconfig),
                "--cache-dir", str(self.workdir / f"cache-{version}"), *args]
-        out = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, **env} if env else None)
         if check and out.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
         return out

@@ -133,6 +133,12 @@ def test_label_annotate_patch_describe(srv: ServerProcess, v: str) -> None:
     frozen = srv.kubectl(v, "-n", ns, "patch", "pod", "web", "-p", '{"spec":{"restartPolicy":"Never"}}', check=False)
     assert frozen.returncode != 0 and "spec: Forbidden" in frozen.stderr
 
+    # kubectl edit, with a non-interactive editor.
+    editor = {"KUBE_EDITOR": "sed -i -e s/color:\\ blue/color:\\ green/"}
+    srv.kubectl(v, "-n", ns, "edit", "pod", "web", env=editor)
+    assert srv.kubectl(v, "-n", ns, "get", "pod", "web", "-o", "jsonpath={.metadata.labels.color}").stdout == "green"
+    srv.kubectl(v, "-n", ns, "label", "pod", "web", "color=blue", "--overwrite")
+
     described = srv.kubectl(v, "-n", ns, "describe", "pod", "web").stdout
     assert "Name:" in described and "web" in described and "busybox:1.37" in described and "color=blue" in described
 
