@@ -47,20 +47,21 @@ def parse_label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
         raise ConfigError(f"--node-label {text!r}: expected key=value")
-    check_label_key(key, flag="--node-label")
+    check_label_key(key, flag="--node-label", shown=text)
     if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
         raise ConfigError(f"--node-label {text!r}: value must be at most 63 characters of A-Z a-z 0-9 - _ . "
                           "starting and ending with a letter or digit")
     return key, value
 
 
-def check_label_key(key: str, *, flag: str) -> str:
+def check_label_key(key: str, *, flag: str, shown: str | None = None) -> str:
     prefix, slash, name = key.rpartition("/")
+    shown = key if shown is None else shown
     if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
-        raise ConfigError(f"{flag} {key!r}: key name must be 1-63 characters of A-Z a-z 0-9 - _ . "
+        raise ConfigError(f"{flag} {shown!r}: key name must be 1-63 characters of A-Z a-z 0-9 - _ . "
                           "starting and ending with a letter or digit")
     if slash and (len(prefix) > 253 or not _LABEL_PREFIX.fullmatch(prefix)):
-        raise ConfigError(f"{flag} {key!r}: key prefix must be a lowercase DNS subdomain")
+        raise ConfigError(f"{flag} {shown!r}: key prefix must be a lowercase DNS subdomain")
     return key
 
 
@@ -73,7 +74,7 @@ def parse_taint(text: str) -> dict[str, str]:
     if effect not in TAINT_EFFECTS:
         raise ConfigError(f"--node-taint {text!r}: effect must be one of {', '.join(TAINT_EFFECTS)}")
     key, _, value = head.partition("=")
-    check_label_key(key, flag="--node-taint")
+    check_label_key(key, flag="--node-taint", shown=text)
     if value and (len(value) > 63 or not _LABEL_VALUE.fullmatch(value)):
         raise ConfigError(f"--node-taint {text!r}: invalid value")
     taint = {"key": key, "effect": effect}
