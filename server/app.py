@@ -209,6 +209,9 @@ class ControlPlane:
             self.registry, server_addresses=self._advertised_addresses(), https_port=port,
             cluster_cidr=self.config.cluster_cidr, service_cidr=self.config.service_cidr,
         ))
+        from . import eventttl
+
+        self._background.append(asyncio.ensure_future(eventttl.run(self.registry)))
         if self.config.manifests:
             from .manifests import ManifestDeployer
 

@@ -288,3 +288,20 @@ def test_registry_watch_filters_and_compaction(tmp_path: Path) -> None:
         assert err.value.code == 410
 
     run_registry(tmp_path, body)
+
+
+def test_events_expire_after_ttl(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from edgectl.server import eventttl
+
+    async def body(reg: Registry, store: SQLiteBackend) -> None:
+        events = reg.resource("events")
+        for name, last in (("old", "2026-01-01T00:00:00Z"), ("new", "2026-01-01T00:59:00Z")):
+            await reg.create(events, {"metadata": {"name": name}, "involvedObject": {"kind": "Pod", "name": "p"},
+                                      "reason": "R", "lastTimestamp": last}, namespace="default")
+        now = dt.datetime(2026, 1, 1, 1, 30, tzinfo=dt.timezone.utc)
+        assert await eventttl.expire_once(reg, ttl=3600, now=now) == 1
+        assert [e["metadata"]["name"] for e in (await reg.list(events)).items] == ["new"]
+
+    run_registry(tmp_path, body)
