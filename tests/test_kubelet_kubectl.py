@@ -13,6 +13,7 @@ Which transport was used is read from the kubelet's own log record.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shutil
@@ -266,3 +267,39 @@ def test_kubectl_logs_options_and_follow(chain: Chain) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.33"])
+def test_kubectl_cp_both_ways(chain: Chain, tmp_path: Path, version: str) -> None:
+    """kubectl cp is tar over exec: large stdin with a clean end, and output back."""
+    payload = os.urandom(300_000)
+    local = tmp_path / "in.bin"
+    local.write_bytes(payload)
+    remote = f"/tmp/kltest-cp-{os.getpid()}-{version}.bin"
+    try:
+        out = kubectl(chain, version, "cp", str(local), f"web:{remote}")
+        assert out.returncode == 0, out.stderr
+        digest = kubectl(chain, version, "exec", "web", "--", "sha256sum", remote).stdout.split()[0]
+        assert digest == hashlib.sha256(payload).hexdigest()
+        back = tmp_path / "back.bin"
+        out = kubectl(chain, version, "cp", f"web:{remote}", str(back))
+        assert out.returncode == 0, out.stderr
+        assert back.read_bytes() == payload
+    finally:
+        Path(remote).unlink(missing_ok=True)  # the test container shares the host's /tmp
+
+
+def test_python_client_exec_over_websocket_v4(chain: Chain) -> None:
+    """The official Python client speaks v4.channel.k8s.io (no half-close)."""
+    from kubernetes import client, config
+    from kubernetes.stream import stream
+
+    api = client.CoreV1Api(config.new_client_from_config(str(chain.kubeconfig)))
+    out = stream(api.connect_get_namespaced_pod_exec, "web", "default", command=["sh", "-c", "echo $GREETING; exit 0"],
+                 stderr=True, stdin=False, stdout=True, tty=False)
+    assert out == "hi\n"
+    resp = stream(api.connect_get_namespaced_pod_exec, "web", "default", command=["sh", "-c", "cat /proc/sys/kernel/hostname; exit 6"],
+                  stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    resp.run_forever(timeout=10)
+    assert resp.read_stdout(timeout=1) == HOSTNAME + "\n"
+    assert resp.returncode == 6  # decoded from the v4 JSON Status on channel 3
