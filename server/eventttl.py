@@ -14,7 +14,7 @@ from edgectl.log import fields
 
 from .registry import Registry
 from .status import ApiError
-from .tables import _ts
+from .tables import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ async def expire_once(registry: Registry, *, ttl: float = EVENT_TTL, now: dt.dat
     removed = 0
     for ev in (await registry.list(res, None, shared=True)).items:
         meta = ev.get("metadata") or {}
-        last = _ts(ev.get("lastTimestamp")) or _ts(ev.get("eventTime")) or _ts(meta.get("creationTimestamp"))
+        last = parse_time(ev.get("lastTimestamp")) or parse_time(ev.get("eventTime")) or parse_time(meta.get("creationTimestamp"))
         if last is None or (now - last).total_seconds() <= ttl:
             continue
         try:

@@ -50,6 +50,11 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365}y"
 
 
+def parse_time(text: Any) -> dt.datetime | None:
+    """An RFC 3339 timestamp from an object, or None."""
+    return _ts(text)
+
+
 def _ts(text: Any) -> dt.datetime | None:
     if not isinstance(text, str) or not text:
         return None
