@@ -164,8 +164,9 @@ def negotiate_spdy(request: Request, supported: Sequence[str]) -> tuple[str | No
     protocol (``channel.k8s.io``); an offer we cannot meet is a 403, as upstream."""
     offered = request.headers.get_all(ch.STREAM_PROTOCOL_HEADER)
     if not offered:
-        return ch.V1 if ch.V1 in supported else None, None if ch.V1 in supported else status_response(
-            400, f"{ch.STREAM_PROTOCOL_HEADER} is required; supported: {', '.join(supported)}")
+        if ch.V1 in supported:
+            return ch.V1, None
+        return None, status_response(400, f"{ch.STREAM_PROTOCOL_HEADER} is required; supported: {', '.join(supported)}")
     chosen = ch.negotiate(offered, supported)
     if chosen is None:
         return None, status_response(403, f"unable to upgrade: unable to negotiate protocol: client supports "

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from edgectl.agent.runtime.interface import PodNetwork
 from edgectl.agent.streams import channels as ch
+from edgectl.agent.streams.spdy_session import Role
 from edgectl.httpd import TAKEN_OVER, Request, Response
 from edgectl.log import fields
 
@@ -33,7 +34,6 @@ from .exec import finish_spdy, is_websocket_upgrade, negotiate_spdy, take_over_s
 from .spdy_conn import SpdyConnection, SpdyStream, WebSocketTransport
 from .status import status_response
 from .wsconn import accept_websocket
-from edgectl.agent.streams.spdy_session import Role
 
 log = logging.getLogger(__name__)
 
