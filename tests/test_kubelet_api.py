@@ -481,3 +481,34 @@ def test_no_descriptor_or_process_leaks(certs: Certs, container: int, tmp_path: 
         assert not [c for c in children if "nsenter" in Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
 
     run_with_kubelet(certs, container, tmp_path, scenario)
+
+
+def test_legacy_portforward_pairing_without_request_id(certs: Certs, container: int, tmp_path: Path) -> None:
+    async def scenario(k: Kubelet) -> None:
+        resp, conn = await k.spdy("/portForward/default/web", [ch.PORTFORWARD_PROTOCOL])
+        runner = asyncio.create_task(conn.run())
+        try:
+            # Old clients sent no requestID: error then data, consecutive odd stream ids.
+            error = await conn.open_stream(make_headers({ch.STREAM_TYPE: ch.STREAM_ERROR, ch.PORT_HEADER: str(POD_PORT)}))
+            await error.close()
+            data = await conn.open_stream(make_headers({ch.STREAM_TYPE: ch.STREAM_DATA, ch.PORT_HEADER: str(POD_PORT)}))
+            await data.write(b"GET / HTTP/1.0\r\n\r\n")
+            await data.close()
+            assert (await data.read_all()).startswith(b"HTTP/1.0 200")
+            assert await error.read_all() == b""
+        finally:
+            await conn.close()
+            runner.cancel()
+
+    run_with_kubelet(certs, container, tmp_path, scenario)
+
+
+def test_exec_into_an_exited_container_is_refused(certs: Certs, container: int, tmp_path: Path) -> None:
+    async def scenario(k: Kubelet) -> None:
+        gone = await asyncio.create_subprocess_exec("true")
+        await gone.wait()
+        k.pods.pid = gone.pid  # the runtime still points at a process that has exited
+        resp, conn = await k.spdy(EXEC + q("true", output=1), [ch.V4])
+        assert resp.status == 400 and conn is None and b"not running" in resp.body
+
+    run_with_kubelet(certs, container, tmp_path, scenario)
