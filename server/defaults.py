@@ -7,13 +7,11 @@ file as the list of "what upstream fills in" (which ``kubectl describe`` and
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
 from . import status
 from .resources import Resource
-from .status import Cause
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -203,5 +201,3 @@ async def apply_defaults(registry: "Registry", res: Resource, obj: Obj, old: Obj
         obj.setdefault("spec", {})
         obj.setdefault("status", {})
 
-
-__all__ = ["apply_defaults", "Cause", "ipaddress"]

@@ -6,6 +6,8 @@ NetworkPolicy is validated in full (the netpol agent trusts what we store).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import re
@@ -518,8 +520,6 @@ def _string_map(path: str, data: Any, *, base64_values: bool = False) -> list[Ca
         if not isinstance(value, str):
             out.append(invalid(f"{path}[{key}]", value, "must be a string"))
         elif base64_values:
-            import base64
-            import binascii
             try:
                 base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):
@@ -528,11 +528,25 @@ def _string_map(path: str, data: Any, *, base64_values: bool = False) -> list[Ca
 
 
 def validate_configmap(obj: Obj, old: Obj | None) -> list[Cause]:
-    return _string_map("data", obj.get("data")) + _string_map("binaryData", obj.get("binaryData"), base64_values=True)
+    return (_string_map("data", obj.get("data")) + _string_map("binaryData", obj.get("binaryData"), base64_values=True)
+            + _immutable_data(obj, old))
+
+
+def _immutable_data(obj: Obj, old: Obj | None) -> list[Cause]:
+    """ConfigMaps and Secrets marked ``immutable: true`` keep their data (and the mark)."""
+    if old is None or not old.get("immutable"):
+        return []
+    out = []
+    for key in ("data", "binaryData", "stringData"):
+        if obj.get(key) != old.get(key) and (obj.get(key) or old.get(key)):
+            out.append(forbidden(key, "field is immutable when `immutable` is set"))
+    if not obj.get("immutable"):
+        out.append(forbidden("immutable", "field is immutable when `immutable` is set"))
+    return out
 
 
 def validate_secret(obj: Obj, old: Obj | None) -> list[Cause]:
-    out = _string_map("data", obj.get("data"), base64_values=True)
+    out = _string_map("data", obj.get("data"), base64_values=True) + _immutable_data(obj, old)
     if old is not None and old.get("type") != obj.get("type"):
         out.append(invalid("type", obj.get("type"), "field is immutable"))
     return out
