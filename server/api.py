@@ -393,8 +393,12 @@ class ApiServer:
                 fieldcheck.unknown_fields(t.res.plural, obj, prune=True)
             return []
         unknown = fieldcheck.unknown_fields(t.res.plural, obj, prune=mode != "Strict")
-        if unknown and mode == "Strict":
-            detail = ", ".join(f'unknown field "{u}"' for u in unknown)
+        if mode == "Strict":
+            unknown_dups = [f'duplicate field "{d}"' for d in _duplicate_keys(req.body)]
+        else:
+            unknown_dups = []
+        if unknown_dups or (unknown and mode == "Strict"):
+            detail = ", ".join([*(f'unknown field "{u}"' for u in unknown), *unknown_dups])
             raise status.bad_request(f"{t.res.kind} in version \"{t.res.version}\" cannot be handled as a {t.res.kind}: "
                                      f"strict decoding error: {detail}")
         return [f'unknown field "{u}"' for u in unknown]
@@ -561,6 +565,25 @@ class ApiServer:
             raise ApiError(503, f'node tunnel not connected: cannot reach node "{node}" for pods/{t.subresource}',
                            "ServiceUnavailable")
         return await self.node_proxy(req, pod=obj, subresource=t.subresource or "")
+
+
+def _duplicate_keys(body: bytes) -> list[str]:
+    """Keys that appear twice in one JSON object (strict decoding rejects them)."""
+    dups: list[str] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                dups.append(key)
+            seen.add(key)
+        return dict(pairs)
+
+    try:
+        json.loads(body, object_pairs_hook=hook)
+    except ValueError:
+        return []  # YAML bodies: the YAML loader already keeps the last value
+    return dups
 
 
 def _with_ns(obj: Obj, namespace: str | None) -> Obj:

@@ -95,6 +95,9 @@ def test_strict_field_validation(srv: ServerProcess) -> None:
     code, body = srv.json("PATCH", f"{CMS}/strict?fieldValidation=Strict", {"extra": True},
                           headers={"Content-Type": "application/merge-patch+json"})
     assert_status(code, body, 400, "BadRequest")
+    dup = b'{"metadata":{"name":"dup"},"data":{"a":"1"},"data":{"b":"2"}}'
+    code, body = srv.json("POST", f"{CMS}?fieldValidation=Strict", dup, headers={"Content-Type": "application/json"})
+    assert 'duplicate field "data"' in assert_status(code, body, 400, "BadRequest")["message"]
     code, body = srv.json("POST", f"{CMS}?fieldValidation=Sometimes", obj)
     assert_status(code, body, 400, "BadRequest")
 
