@@ -394,11 +394,11 @@ class ApiServer:
             return []
         unknown = fieldcheck.unknown_fields(t.res.plural, obj, prune=mode != "Strict")
         if mode == "Strict":
-            unknown_dups = [f'duplicate field "{d}"' for d in _duplicate_keys(req.body)]
+            duplicates = [f'duplicate field "{d}"' for d in _duplicate_keys(req.body)]
         else:
-            unknown_dups = []
-        if unknown_dups or (unknown and mode == "Strict"):
-            detail = ", ".join([*(f'unknown field "{u}"' for u in unknown), *unknown_dups])
+            duplicates = []
+        if duplicates or (unknown and mode == "Strict"):
+            detail = ", ".join([*(f'unknown field "{u}"' for u in unknown), *duplicates])
             raise status.bad_request(f"{t.res.kind} in version \"{t.res.version}\" cannot be handled as a {t.res.kind}: "
                                      f"strict decoding error: {detail}")
         return [f'unknown field "{u}"' for u in unknown]
