@@ -10,7 +10,9 @@ Each figure is printed next to a baseline measured in the same run:
 - containerLogs of a 100 MB CRI log: MB/s (the raw page-cache read is shown
   for scale), and ``tailLines=10`` latency on it;
 - port-forward download MB/s (SPDY and websocket-wrapped SPDY) against a
-  direct socket opened inside the pod netns.
+  direct socket opened inside the pod netns;
+- through the real server and tunnel with real kubectl: ``kubectl exec -- true``
+  p50/p95 (1.27 SPDY, 1.33 websocket) and ``kubectl logs`` of the 100 MB log.
 """
 from __future__ import annotations
 
@@ -195,6 +197,71 @@ async def run(root: Path, pid: int) -> None:
         await server.close()
 
 
+def bench_kubectl(root: Path, pid: int) -> None:
+    from edgectl.agent.kubelet.testing import TunnelledKubelet
+    from edgectl.joinproto import NODE_CERTS_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, NodeCerts, basic_auth, parse_token
+    from edgectl.server.testing import ServerProcess, kubectl_path
+
+    if not kubectl_path("1.27").exists() or not kubectl_path("1.33").exists():
+        print("kubectl 1.27/1.33 not installed: skipping the end-to-end figures")
+        return
+    node_name = "bench-node"
+    srv = ServerProcess(root / "srv")
+    node = None
+    logs = root / "logs"  # the 100 MB log written by run()
+    try:
+        srv.start()
+        token = parse_token((srv.data_dir / "token").read_text().strip())
+        code, _, body = srv.request("POST", NODE_CERTS_PATH, b"", anonymous=True, headers={
+            "Authorization": basic_auth(token.secret), NODE_NAME_HEADER: node_name, NODE_PASSWORD_HEADER: "bench-pw-1"})
+        assert code == 200, body
+        node = TunnelledKubelet(server_url=srv.url, node=node_name, certs=NodeCerts.from_json(body),
+                                pods=StaticPods(pid=pid, log_dir=logs, running=False), workdir=root)
+        node.start()
+        srv.json("POST", "/api/v1/nodes", {"metadata": {"name": node_name}})
+        srv.json("PATCH", f"/api/v1/nodes/{node_name}/status",
+                 {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": node.port}}}},
+                 headers={"Content-Type": "application/merge-patch+json"})
+        srv.json("POST", "/api/v1/namespaces/default/pods", {
+            "metadata": {"name": "web"}, "spec": {"nodeName": node_name, "containers": [{"name": "main", "image": "x"}]}})
+        srv.json("PATCH", "/api/v1/namespaces/default/pods/web/status", {"status": {"phase": "Running"}},
+                 headers={"Content-Type": "application/merge-patch+json"})
+
+        def kubectl(version: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run([str(kubectl_path(version)), "--kubeconfig", str(srv.kubeconfig), "--cache-dir",
+                                   str(root / f"cache-{version}"), *args], capture_output=True, timeout=120)
+
+        deadline = time.monotonic() + 20
+        while kubectl("1.33", "exec", "web", "--", "true").returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("tunnel never came up")
+            time.sleep(0.2)
+        for version, label in (("1.27", "SPDY"), ("1.33", "websocket v5")):
+            times = []
+            for _ in range(20):
+                t = time.perf_counter()
+                assert kubectl(version, "exec", "web", "--", "true").returncode == 0
+                times.append(time.perf_counter() - t)
+            gets = []
+            for _ in range(20):  # the same kubectl start-up and pod GET, without the exec
+                t = time.perf_counter()
+                assert kubectl(version, "get", "pod", "web", "-o", "name").returncode == 0
+                gets.append(time.perf_counter() - t)
+            print(f"kubectl {version} exec true via server+tunnel ({label}): p50 {pct(times, .5) * 1e3:.0f} ms / "
+                  f"p95 {pct(times, .95) * 1e3:.0f} ms; kubectl get pod alone p50 {pct(gets, .5) * 1e3:.0f} ms")
+        size = (logs / "0.log").stat().st_size
+        t = time.perf_counter()
+        out = kubectl("1.33", "logs", "web")
+        elapsed = time.perf_counter() - t
+        assert out.returncode == 0 and len(out.stdout) > size // 2, out.stderr
+        print(f"kubectl logs of a 100 MB CRI log via server+tunnel: {size / elapsed / 1e6:,.0f} MB/s of log "
+              f"({elapsed:.1f} s)")
+    finally:
+        if node is not None:
+            node.stop()
+        srv.stop()
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("bench/kubelet.py needs root (namespaces)", file=sys.stderr)
@@ -205,6 +272,7 @@ def main() -> int:
         write_certs(root)
         with container_namespace(hostname="bench-pod", main=f"exec python3 -c \"{SOURCE}\"", listen_port=SOURCE_PORT) as pid:
             asyncio.run(run(root, pid))
+            bench_kubectl(root, pid)
     return 0
 
 

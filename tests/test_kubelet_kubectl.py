@@ -12,14 +12,12 @@ Which transport was used is read from the kubelet's own log record.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from edgectl.agent.kubelet.testing import StaticPods, container_namespace
+from edgectl.agent.kubelet.testing import StaticPods, TunnelledKubelet, container_namespace
 from edgectl.joinproto import NODE_CERTS_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, NodeCerts, basic_auth, parse_token
 from edgectl.server.testing import ServerProcess, kubectl_path
 
@@ -40,51 +38,6 @@ pytestmark = [
 NODE = "kltest-node"
 HOSTNAME = "kltest-web"
 POD_PORT = 18081
-
-
-class NodeSide:
-    """Tunnel agent + our kubelet on their own event loop thread."""
-
-    def __init__(self, srv: ServerProcess, certs: NodeCerts, pods: StaticPods, workdir: Path) -> None:
-        self.srv, self.certs, self.pods, self.workdir = srv, certs, pods, workdir
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.port = 0
-
-    def start(self) -> None:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(20)
-
-    async def _start(self) -> None:
-        from edgectl.agent.kubelet.server import KubeletConfig, KubeletServer
-        from edgectl.tunnel.agent import AgentConfig, TunnelAgent, client_ssl_context
-        from edgectl.tunnel.allowlist import AllowList
-
-        d = self.workdir
-        for name, data in (("serving.crt", self.certs.serving_cert), ("serving.key", self.certs.serving_key),
-                           ("client.crt", self.certs.client_cert), ("client.key", self.certs.client_key),
-                           ("client-ca.crt", self.certs.client_ca)):
-            (d / name).write_bytes(data)
-        self.kubelet = KubeletServer(KubeletConfig(cert_file=d / "serving.crt", key_file=d / "serving.key",
-                                                   client_ca_file=d / "client-ca.crt", port=0), pods=self.pods)
-        _, self.port = await self.kubelet.start()
-        ctx = client_ssl_context(ca_data=self.certs.server_ca.decode(), cert_file=str(d / "client.crt"),
-                                 key_file=str(d / "client.key"))
-        self.agent = TunnelAgent(AgentConfig(server=self.srv.url, node=NODE, allow=AllowList(kubelet_port=self.port)),
-                                 ssl_context=ctx)
-        self.agent_task = asyncio.ensure_future(self.agent.run())
-
-    def stop(self) -> None:
-        async def _stop() -> None:
-            await self.agent.stop()
-            self.agent_task.cancel()
-            await self.kubelet.close()
-
-        try:
-            asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(10)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
 
 
 def _join(srv: ServerProcess) -> NodeCerts:
@@ -109,11 +62,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     work = tmp_path_factory.mktemp("kubelet-kubectl")
     (work / "logs").mkdir()
     srv = ServerProcess(work / "srv")
-    node: NodeSide | None = None
+    node: TunnelledKubelet | None = None
     with container_namespace(hostname=HOSTNAME, http_port=POD_PORT) as pid:
         try:
             srv.start()
-            node = NodeSide(srv, _join(srv), StaticPods(pid=pid, log_dir=work / "logs"), work)
+            node = TunnelledKubelet(server_url=srv.url, node=NODE, certs=_join(srv),
+                                    pods=StaticPods(pid=pid, log_dir=work / "logs"), workdir=work)
             node.start()
             assert srv.json("POST", "/api/v1/nodes", {"metadata": {"name": NODE}})[0] == 201
             code, _ = srv.json("PATCH", f"/api/v1/nodes/{NODE}/status",

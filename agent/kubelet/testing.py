@@ -1,13 +1,16 @@
 """Test and benchmark support for the kubelet API: a real "container" (a
 process in fresh PID, mount, UTS, IPC and network namespaces, made with
-``unshare``) and a PodView over it, without the pod manager and CNI."""
+``unshare``), a PodView over it (no pod manager, no CNI), and
+:class:`TunnelledKubelet`, a node's kubelet reachable through the real tunnel."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgectl.agent.runtime.interface import ContainerLogs, ContainerProcess, PodNetwork
+from edgectl.joinproto import NodeCerts
 
 PR_SET_PDEATHSIG = 1
 
@@ -124,3 +128,51 @@ class StaticPods:
                  "metadata": {"name": self.pod, "namespace": self.namespace, "uid": self.uid},
                  "spec": {"containers": [{"name": self.container, "image": "none"}]},
                  "status": {"phase": "Running", "podIP": "10.42.0.5"}}]
+
+
+class TunnelledKubelet:
+    """A node's side of the stream path, in this process: our kubelet plus the
+    real tunnel agent dialling ``server_url``, on their own event-loop thread
+    (so blocking test code, e.g. running kubectl, can drive them)."""
+
+    def __init__(self, *, server_url: str, node: str, certs: NodeCerts, pods: Any, workdir: Path) -> None:
+        self.server_url, self.node, self.certs, self.pods, self.workdir = server_url, node, certs, pods, workdir
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=f"kubelet-{node}", daemon=True)
+        self.port = 0
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(20)
+
+    async def _start(self) -> None:
+        from edgectl.tunnel.agent import AgentConfig, TunnelAgent, client_ssl_context
+        from edgectl.tunnel.allowlist import AllowList
+
+        from .server import KubeletConfig, KubeletServer
+
+        d = self.workdir
+        for name, data in (("serving.crt", self.certs.serving_cert), ("serving.key", self.certs.serving_key),
+                           ("client.crt", self.certs.client_cert), ("client.key", self.certs.client_key),
+                           ("client-ca.crt", self.certs.client_ca)):
+            (d / name).write_bytes(data)
+        self.kubelet = KubeletServer(KubeletConfig(cert_file=d / "serving.crt", key_file=d / "serving.key",
+                                                   client_ca_file=d / "client-ca.crt", port=0), pods=self.pods)
+        _, self.port = await self.kubelet.start()
+        ctx = client_ssl_context(ca_data=self.certs.server_ca.decode(), cert_file=str(d / "client.crt"),
+                                 key_file=str(d / "client.key"))
+        self.agent = TunnelAgent(AgentConfig(server=self.server_url, node=self.node,
+                                             allow=AllowList(kubelet_port=self.port)), ssl_context=ctx)
+        self.agent_task = asyncio.ensure_future(self.agent.run())
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            await self.agent.stop()
+            self.agent_task.cancel()
+            await self.kubelet.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
