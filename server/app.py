@@ -34,6 +34,7 @@ from .join import JoinService, NodePasswordExists, hash_from_secret, node_passwo
 from .pki import ClusterPKI
 from .registry import Registry
 from .status import ApiError
+from .storage.base import StorageError
 from .storage.sqlite import SQLiteBackend
 from .token import load_or_create_token
 
@@ -137,7 +138,10 @@ class ControlPlane:
 
         self.http = httpd.HTTPServer(self.handle, ssl_context=pki.server_ssl_context(), max_body=cfg.max_request_body,
                                      error_body=_status_error_body)
-        self.address = await self.http.start(cfg.bind_address, cfg.https_port)
+        try:
+            self.address = await self.http.start(cfg.bind_address, cfg.https_port)
+        except OSError as exc:
+            raise EdgectlError(f"cannot listen on {cfg.bind_address}:{cfg.https_port}: {exc.strerror or exc}") from None
         port = self.address[1]
         self.api.server_address = f"{self._client_host()}:{port}"
         if cfg.write_kubeconfig is not None:
@@ -323,9 +327,13 @@ async def run(config: ServerConfig, *, stop: asyncio.Event) -> None:
     plane = ControlPlane(config)
     try:
         await plane.start()
-    except OSError as exc:
+    except StorageError as exc:
         await plane.stop()
-        raise EdgectlError(f"cannot listen on {config.bind_address}:{config.https_port}: {exc.strerror or exc}") from None
+        raise EdgectlError(f"cannot open the datastore: {exc}") from None
+    except OSError as exc:  # e.g. a data dir or kubeconfig path we may not write
+        await plane.stop()
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise EdgectlError(f"cannot start the server: {exc.strerror or exc}{where}") from None
     except BaseException:
         await plane.stop()
         raise

@@ -65,3 +65,17 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         busy.close()
     assert out.returncode != 0 and "cannot listen on" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_second_server_on_same_data_dir_is_refused(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "s")
+    try:
+        srv.start()
+        out = subprocess.run([EDGECTL, "server", "--disable-agent", "--data-dir", str(srv.data_dir),
+                              "--write-kubeconfig", str(tmp_path / "kc2"), "--bind-address", "127.0.0.1",
+                              "--https-listen-port", "0"],
+                             capture_output=True, text=True, timeout=30, env={"EDGECTL_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin"})
+        assert out.returncode != 0 and "cannot open the datastore" in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert srv.json("GET", "/api/v1/namespaces")[0] == 200  # the first one is unharmed
+    finally:
+        srv.stop()
