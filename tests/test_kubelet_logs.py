@@ -132,3 +132,14 @@ def test_follow_survives_rotation_and_restart(tmp_path: Path) -> None:
         return bytes(out)
 
     assert asyncio.run(asyncio.wait_for(main(), 10)) == b"one\ntwo\nthree\nfour\nfive\nsix\n"
+
+
+def test_stream_selects_stdout_or_stderr(tmp_path: Path) -> None:
+    path = tmp_path / "0.log"
+    path.write_bytes(rec(T0, "F", "out1") + rec(T0, "F", "err1", "stderr") + rec(T1, "F", "out2"))
+    assert collect(path, LogOptions.from_query({"stream": ["Stdout"]})) == b"out1\nout2\n"
+    assert collect(path, LogOptions.from_query({"stream": ["Stderr"]})) == b"err1\n"
+    assert collect(path, LogOptions.from_query({"stream": ["All"]})) == b"out1\nerr1\nout2\n"
+    for bad in ({"stream": ["both"]}, {"stream": ["Stdout"], "tailLines": ["1"]}):
+        with pytest.raises(LogOptionError):
+            LogOptions.from_query(bad)

@@ -39,6 +39,7 @@ class LogOptions:
     tail_lines: int | None = None
     since_ns: int | None = None  # absolute, from sinceSeconds or sinceTime
     limit_bytes: int | None = None
+    stream: bytes | None = None  # b"stdout" / b"stderr" (the PodLogsQuerySplitStreams ``stream`` option); None = all
 
     @classmethod
     def from_query(cls, query: Mapping[str, Sequence[str]], *, now_ns: int | None = None) -> "LogOptions":
@@ -81,7 +82,13 @@ class LogOptions:
                 since_ns = parse_timestamp(since_time)
             except ValueError:
                 raise LogOptionError(f"sinceTime must be RFC 3339, not {since_time!r}") from None
+        stream = {"": None, "all": None, "stdout": b"stdout", "stderr": b"stderr"}.get((arg("stream") or "").lower(), b"?")
+        if stream == b"?":
+            raise LogOptionError(f"stream must be All, Stdout or Stderr, not {arg('stream')!r}")
+        if stream is not None and arg("tailLines"):
+            raise LogOptionError("tailLines cannot be combined with stream=Stdout or stream=Stderr")
         return cls(
+            stream=stream,
             follow=flag("follow"),
             previous=flag("previous"),
             timestamps=flag("timestamps"),
@@ -130,6 +137,8 @@ class RecordFormatter:
             parts = line.split(b" ", 3)
             if len(parts) < 3 or parts[2] not in (b"F", b"P") or parts[1] not in (b"stdout", b"stderr"):
                 out.append(line + b"\n")  # not CRI-formatted: kept as is, never dropped
+                continue
+            if self.options.stream is not None and parts[1] != self.options.stream:
                 continue
             if self._since is not None:
                 try:
