@@ -25,7 +25,7 @@ from . import discovery, fieldcheck, protobuf, status, tables
 from .auth import RequestAttributes, authorize, forbidden_message
 from .patch import PATCH_TYPES, PatchError, apply_patch
 from .registry import ALL, Obj, Registry, Selection, WatchStream, now_rfc3339
-from .resources import Resource
+from .resources import VIRTUAL, Resource
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
 from .status import ApiError
 
@@ -231,6 +231,8 @@ class ApiServer:
 
     async def _route(self, req: Request, t: Target) -> tuple[str, Response]:
         m = req.method
+        if t.res.plural in VIRTUAL and (m != "POST" or t.name is not None):
+            raise status.method_not_allowed()
         if t.subresource in _STREAM_SUBRESOURCES:
             return t.subresource, await self._node_stream(req, t)
         if t.name is None:
@@ -413,6 +415,8 @@ class ApiServer:
         obj = decode_body(req)
         if not isinstance(obj, dict):
             raise status.bad_request(f"the body must be a {t.res.kind} object")
+        if t.res.plural == "selfsubjectaccessreviews":
+            return self._access_review(obj)
         warnings = self._check_fields(req, t, obj)
         self._authorize_objects(t, _with_ns(obj, t.namespace), None)
         created = await self.registry.create(t.res, obj, namespace=t.namespace, dry_run=_dry_run(req))
@@ -433,6 +437,31 @@ class ApiServer:
         self._authorize_objects(t, obj, old)
         updated = await self.registry.update(t.res, t.namespace, t.name, obj, subresource=sub, dry_run=_dry_run(req))
         return self._written(req, t, updated, 200, warnings)
+
+    def _access_review(self, review: Obj) -> Response:
+        """``kubectl auth can-i``: ask the authorizer about the caller itself."""
+        attrs = current_attrs.get()
+        spec = review.get("spec") if isinstance(review.get("spec"), dict) else {}
+        res_attrs, path_attrs = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+        if attrs is None:
+            raise status.forbidden("no authenticated user")
+        if isinstance(res_attrs, dict):
+            ask = RequestAttributes(attrs.user, str(res_attrs.get("verb", "")), str(res_attrs.get("group", "")),
+                                    str(res_attrs.get("resource", "")), str(res_attrs.get("subresource", "")),
+                                    str(res_attrs.get("namespace", "")), str(res_attrs.get("name", "")))
+        elif isinstance(path_attrs, dict):
+            ask = RequestAttributes(attrs.user, str(path_attrs.get("verb", "")), path=str(path_attrs.get("path", "")))
+        else:
+            raise status.invalid("SelfSubjectAccessReview", "", [status.Cause(
+                "spec.resourceAttributes", "Required value: exactly one of nonResourceAttributes or resourceAttributes "
+                "must be specified", "FieldValueRequired")], "authorization.k8s.io")
+        decision = authorize(ask)
+        out = {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+               "metadata": {"creationTimestamp": None}, "spec": spec,
+               "status": {"allowed": decision.allowed, "reason": decision.reason}}
+        if not decision.allowed:
+            out["status"]["denied"] = True
+        return json_response(201, out)
 
     async def _finalize(self, req: Request, t: Target, obj: Obj) -> Response:
         finalizers = (obj.get("spec") or {}).get("finalizers") or []

@@ -60,6 +60,12 @@ KINDS: dict[str, Spec] = {
     "ServiceAccount": {1: ("metadata", "msg", OBJECT_META), 2: ("secrets", "msg*", OBJECT_REF),
                        3: ("imagePullSecrets", "msg*", {1: ("name", "str")}), 4: ("automountServiceAccountToken", "bool")},
     "Service": {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SERVICE_SPEC), 3: ("status", "msg", {})},
+    "SelfSubjectAccessReview": {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {
+        1: ("resourceAttributes", "msg", {1: ("namespace", "str"), 2: ("verb", "str"), 3: ("group", "str"),
+                                          4: ("version", "str"), 5: ("resource", "str"), 6: ("subresource", "str"),
+                                          7: ("name", "str")}),
+        2: ("nonResourceAttributes", "msg", {1: ("path", "str"), 2: ("verb", "str")}),
+    })},
 }
 UNKNOWN: Spec = {1: ("typeMeta", "msg", {1: ("apiVersion", "str"), 2: ("kind", "str")}), 2: ("raw", "bytes"),
                  3: ("contentEncoding", "str"), 4: ("contentType", "str")}

@@ -72,7 +72,11 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("serviceaccounts", "serviceaccount", "ServiceAccount", "", "v1", True, ("sa",)),
     Resource("leases", "lease", "Lease", "coordination.k8s.io", "v1", True),
     Resource("networkpolicies", "networkpolicy", "NetworkPolicy", "networking.k8s.io", "v1", True, ("netpol",)),
+    # Not stored: answered from the authorizer (``kubectl auth can-i``).
+    Resource("selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", "authorization.k8s.io",
+             "v1", False, verbs=("create",)),
 )
+VIRTUAL = frozenset({"selfsubjectaccessreviews"})
 
 # Verbs per subresource, as discovery lists them.
 SUBRESOURCE_VERBS: dict[str, tuple[str, ...]] = {

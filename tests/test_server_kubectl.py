@@ -289,6 +289,8 @@ def test_events_leases_services_tables(srv: ServerProcess) -> None:
     srv.json("POST", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
              {"metadata": {"name": "l1"}, "spec": {"holderIdentity": "me", "leaseDurationSeconds": 40}})
     assert rows(srv.kubectl(v, "-n", ns, "get", "leases").stdout)[1][:2] == ["l1", "me"]
+    assert srv.kubectl(v, "auth", "can-i", "create", "pods").stdout.strip() == "yes"
+    assert "Kubernetes control plane is running" in srv.kubectl(v, "cluster-info").stdout
     short = srv.kubectl(v, "get", "po,no,ns,netpol,svc,ep,cm,ev", "-A").stdout
     assert "namespace/" in short and "service/" in short
 
@@ -340,3 +342,4 @@ def test_smoke_every_kubectl_version(srv: ServerProcess, v: str) -> None:
     assert srv.kubectl(v, "-n", ns, "get", "svc", "svc", "-o", "jsonpath={.spec.ports[0].targetPort}").stdout == "8080"
     srv.kubectl(v, "delete", "namespace", ns, "--timeout=20s")
     assert "Server Version" in srv.kubectl(v, "version").stdout
+    assert srv.kubectl(v, "auth", "can-i", "delete", "nodes").stdout.strip() == "yes"

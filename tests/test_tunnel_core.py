@@ -368,3 +368,21 @@ def test_transition_table_is_data() -> None:
     assert next_state(StreamState.HALF_REMOTE, Ev.RECV_DATA) is None
     assert next_state(StreamState.CLOSED, Ev.SEND_DATA) is None
     assert all(isinstance(v, StreamState) for v in TRANSITIONS.values())
+
+
+def test_rst_crossing_our_fin_is_not_an_error() -> None:
+    """Found by hypothesis: peer FINs, then resets while our FIN is in flight."""
+    a, b = pair()
+    sid = open_accepted(a, b)
+    b.send_data(sid, b"unread")
+    b.send_fin(sid)
+    pump(a, b)
+    a.events_received()  # DATA + FIN arrive; a's user has not read the data yet
+    a.send_fin(sid)  # a: closed, but keeps the stream for the unread bytes
+    a_fin = a.data_to_send()
+    b.reset_stream(sid, ErrorCode.CANCEL, "changed my mind")  # b: half-closed local -> RST
+    a.receive_data(b.data_to_send(), 0.0)
+    b.receive_data(a_fin, 0.0)  # our FIN reaches b after its RST: ignored
+    assert a.closed is None and b.closed is None
+    assert a.events_received() == [StreamReset(sid, ErrorCode.CANCEL, "changed my mind")]
+    assert a.open_streams == 0 and a.buffered_bytes == 0

@@ -67,6 +67,9 @@ TRANSITIONS: dict[tuple[StreamState | None, Ev], StreamState] = {
     # Reset: from any live state, either way.
     **{(st, Ev.SEND_RST): S.CLOSED for st in (S.OPENING, S.PENDING, S.OPEN, S.HALF_LOCAL, S.HALF_REMOTE)},
     **{(st, Ev.RECV_RST): S.CLOSED for st in (S.OPENING, S.PENDING, S.OPEN, S.HALF_LOCAL, S.HALF_REMOTE)},
+    # Both FINs were exchanged but we still hold unread or unsent data, and the
+    # peer's RST crossed our FIN on the wire: the reset wins (data is dropped).
+    (S.CLOSED, Ev.RECV_RST): S.CLOSED,
 }
 
 
