@@ -141,6 +141,7 @@ class Registry:
         # key -> (mod_revision, decoded object) for read-only use by list and
         # watch serialisation: decoding JSON is most of a large list's cost.
         self._decoded: dict[str, tuple[int, Obj]] = {}
+        self._decoded_prev: dict[str, tuple[int, Obj]] = {}
         # Called after every successful write (metrics, tests); never raises into us.
         self.on_write: list[Callable[[str, Resource], None]] = []
 
@@ -167,13 +168,22 @@ class Registry:
 
     def decode_shared(self, kv: storage.KeyValue) -> Obj:
         """A decoded object that callers must not mutate (cached per revision)."""
-        hit = self._decoded.get(kv.key)
+        return self._cached(self._decoded, kv)
+
+    def decode_shared_prev(self, kv: storage.KeyValue) -> Obj:
+        """Like decode_shared, for the previous value carried by watch events
+        (a separate slot, so current and previous do not evict each other)."""
+        return self._cached(self._decoded_prev, kv)
+
+    @staticmethod
+    def _cached(cache: dict[str, tuple[int, Obj]], kv: storage.KeyValue) -> Obj:
+        hit = cache.get(kv.key)
         if hit is not None and hit[0] == kv.mod_revision:
             return hit[1]
         obj = decode(kv)
-        if len(self._decoded) >= _DECODE_CACHE_MAX:
-            self._decoded.clear()
-        self._decoded[kv.key] = (kv.mod_revision, obj)
+        if len(cache) >= _DECODE_CACHE_MAX:
+            cache.clear()
+        cache[kv.key] = (kv.mod_revision, obj)
         return obj
 
     def resource(self, plural: str, group: str = "") -> Resource:
@@ -637,14 +647,23 @@ class Registry:
             watcher = self.store.watch(res.prefix(namespace), start_revision=start)
         except storage.Compacted as exc:
             return WatchStream.failed(status.gone(f"too old resource version: {exc.requested} ({exc.compact_revision + 1})"), start)
-        return WatchStream(watcher, initial, start, selection)
+        return WatchStream(watcher, initial, start, selection, decoder=self.decode_shared,
+                           prev_decoder=self.decode_shared_prev)
 
 
 class WatchStream:
     """Decoded, filtered watch events, pulled with a timeout so the HTTP layer
-    can interleave bookmarks and end at ``timeoutSeconds``."""
+    can interleave bookmarks and end at ``timeoutSeconds``.
 
-    def __init__(self, watcher: storage.Watcher | None, initial: list[WatchEvent], start: int, selection: Selection) -> None:
+    Event objects are decoded once per revision and shared by every watcher
+    (a pod change seen by fifty node agents is parsed once): do not mutate them.
+    """
+
+    def __init__(self, watcher: storage.Watcher | None, initial: list[WatchEvent], start: int, selection: Selection,
+                 *, decoder: Callable[[storage.KeyValue], Obj] = decode,
+                 prev_decoder: Callable[[storage.KeyValue], Obj] = decode) -> None:
+        self._decode = decoder
+        self._decode_prev = prev_decoder
         self._watcher = watcher
         self._queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
         for ev in initial:
@@ -678,7 +697,7 @@ class WatchStream:
         self._queue.put_nowait(None)
 
     def _convert(self, ev: storage.Event) -> WatchEvent | None:
-        obj = decode(ev.kv)
+        obj = self._decode(ev.kv)
         rev = ev.kv.mod_revision
         sel = self._selection
         if ev.type == "CREATE":
@@ -688,7 +707,7 @@ class WatchStream:
         if sel is ALL:
             return WatchEvent("MODIFIED", obj, rev)
         now = sel.matches(obj)
-        before = ev.prev is not None and sel.matches(decode(ev.prev))
+        before = ev.prev is not None and sel.matches(self._decode_prev(ev.prev))
         if now and before:
             return WatchEvent("MODIFIED", obj, rev)
         if now:
