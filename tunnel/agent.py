@@ -26,7 +26,7 @@ from .backoff import BASE, CAP, backoff_delay
 from .connection import WS_MAX_SIZE, TunnelConnection
 from .errors import TunnelError
 from .frames import ErrorCode
-from .pipe import pipe
+from .pipe import pipe_tcp
 from .server import CONNECT_PATH
 from .session import Session, SessionConfig, Side
 from .streams import TunnelStream
@@ -250,7 +250,7 @@ class TunnelAgent:
         except TunnelError:
             w.close()
             return
-        await pipe(stream.reader, stream.writer, r, w)
+        await pipe_tcp(r, w, stream.reader, stream.writer)
 
     def status(self) -> dict[str, Any]:
         conn = self.conn

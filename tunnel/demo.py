@@ -25,7 +25,7 @@ from .agent import AgentConfig, TunnelAgent, client_ssl_context
 from .allowlist import AllowList, EgressMode
 from .errors import DialError
 from .loop import run
-from .pipe import pipe
+from .pipe import pipe_tcp
 from .server import ServerConfig
 from .session import SessionConfig
 from .standalone import server_ssl_context, start_standalone
@@ -65,7 +65,7 @@ async def serve(args: argparse.Namespace) -> None:
                 log.warning("forward dial failed", extra=elog.fields(node=node, target=target, reason=exc.reason, error=str(exc)))
                 w.close()
                 return
-            await pipe(r, w, tr, tw)
+            await pipe_tcp(r, w, tr, tw)
 
         fsrv = await asyncio.start_server(handle, fhost, fport, backlog=4096, limit=4 * 1024 * 1024)
         forwards.append(fsrv)

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from ..log import fields
+from .streams import WRITE_HIGH_WATER
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +53,124 @@ async def pipe(a_reader: Any, a_writer: Any, b_reader: Any, b_writer: Any) -> No
         for w in (a_writer, b_writer):
             with contextlib.suppress(Exception):
                 w.close()
+
+
+class _TcpSide(asyncio.Protocol):
+    """Reads the TCP side straight into the tunnel writer (no StreamReader copies)
+    and tracks the TCP transport's write pause for the other direction."""
+
+    def __init__(self, transport: asyncio.Transport, tunnel_writer: Any) -> None:
+        self.transport = transport
+        self.tw = tunnel_writer
+        loop = asyncio.get_running_loop()
+        self.read_done: asyncio.Future[None] = loop.create_future()
+        self.lost = False
+        self._reading_paused = False
+        self._write_paused = False
+        self._resume: asyncio.Future[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if not self.read_done.done():
+            if exc is None:
+                self.read_done.set_result(None)
+            else:
+                self.read_done.set_exception(exc)
+                self.read_done.exception()  # retrieved by pipe_tcp; avoid "never retrieved" noise
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.tw.write(data)
+        except Exception as exc:  # the tunnel stream was reset
+            self._finish(exc)
+            return
+        if not self._reading_paused and self.tw.queued() > WRITE_HIGH_WATER:
+            self._reading_paused = True
+            self.transport.pause_reading()
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self.tw.drain()
+        except Exception as exc:
+            self._finish(exc)
+            return
+        self._reading_paused = False
+        if not self.lost:
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        with contextlib.suppress(Exception):
+            self.tw.write_eof()
+        self._finish(None)
+        return True  # keep the transport open: the other direction may still write
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._finish(exc)
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._resume is not None and not self._resume.done():
+            self._resume.set_result(None)
+
+    async def writable(self) -> None:
+        if self._write_paused and not self.lost:
+            self._resume = asyncio.get_running_loop().create_future()
+            await self._resume
+        if self.lost:
+            raise ConnectionResetError("TCP side closed")
+
+
+async def pipe_tcp(tcp_reader: asyncio.StreamReader, tcp_writer: asyncio.StreamWriter, t_reader: Any, t_writer: Any) -> None:
+    """Relay a TCP connection and a tunnel stream until both directions end.
+
+    The TCP transport is switched to a plain Protocol, so bytes go from the
+    socket into the tunnel (and back) without the StreamReader's two copies.
+    """
+    transport: asyncio.Transport = tcp_writer.transport  # type: ignore[assignment]
+    ahead = bytes(tcp_reader._buffer)  # noqa: SLF001 - already read, not yet consumed
+    tcp_reader._buffer.clear()  # noqa: SLF001
+    side = _TcpSide(transport, t_writer)
+    transport.set_protocol(side)
+    if ahead:
+        side.data_received(ahead)
+    if tcp_reader.at_eof():
+        side.eof_received()
+    else:
+        with contextlib.suppress(Exception):
+            transport.resume_reading()
+
+    async def tunnel_to_tcp() -> None:
+        while True:
+            chunk = await t_reader.read_chunk()
+            if not chunk:
+                break
+            await side.writable()
+            transport.write(chunk)
+        await side.writable()
+        if transport.can_write_eof() and not transport.is_closing():
+            transport.write_eof()
+
+    down = asyncio.ensure_future(tunnel_to_tcp())
+    try:
+        done, _ = await asyncio.wait({down, side.read_done}, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [f.exception() for f in done if not f.cancelled() and f.exception() is not None]
+        if failed:
+            log.debug("pipe aborted: %r", failed[0], extra=fields(error=repr(failed[0])))
+            down.cancel()
+            with contextlib.suppress(Exception):
+                t_writer.abort(f"relay failed: {failed[0]}")
+            transport.abort()
+        await asyncio.gather(down, side.read_done, return_exceptions=True)
+    finally:
+        down.cancel()
+        if side._drainer is not None:
+            side._drainer.cancel()
+        transport.close()
+        with contextlib.suppress(Exception):
+            t_writer.close()

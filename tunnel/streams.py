@@ -261,6 +261,10 @@ class TunnelWriter:
     async def drain(self) -> None:
         await self._stream._wait_writable()
 
+    def queued(self) -> int:
+        """Bytes written and not yet sent (waiting for credit or the socket)."""
+        return self._stream.conn.pending_out(self._stream.id)
+
     def can_write_eof(self) -> bool:
         return True
 
