@@ -502,3 +502,43 @@ def test_dial_timeout_and_cancel_leave_no_orphan_streams(tls: TLSFiles) -> None:
             assert await echo_once(e.srv, "edge-1", e.echo_port, b"fine") == b"fine"  # type: ignore[arg-type]
 
     run(main())
+
+
+def test_slow_reader_backpressure_reaches_the_agents_tcp_source(tls: TLSFiles) -> None:
+    """A reader that does not read holds only its window on the server and about
+    one write high-water mark on the agent; the rest stays in the source's socket."""
+    total = 40 * 1024 * 1024
+
+    async def main() -> None:
+        async def source(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                block = b"s" * 65536
+                for _ in range(total // len(block)):
+                    w.write(block)
+                    await w.drain()
+                w.write_eof()
+            w.close()
+
+        src = await asyncio.start_server(source, "127.0.0.1", 0)
+        port = src.sockets[0].getsockname()[1]
+        try:
+            async with env(tls) as e:
+                agent = e.run_agent(e.agent("edge-1", allow=AllowList(kubelet_port=port)))
+                tun = e.srv.tunnel  # type: ignore[union-attr]
+                await tun.wait_for_session("edge-1", 10)
+                r, w = await tun.dial("edge-1", f"tcp/127.0.0.1:{port}")
+                await asyncio.sleep(1.0)  # do not read
+                (info,) = tun.stats()["sessions"][0]["streams"]
+                assert info["buffered"] <= info["recv_window"] == 256 * 1024
+                assert agent.conn is not None
+                queued = sum(agent.conn.session.pending_out(s) for s in agent.conn.session.stream_ids)
+                assert queued <= 2 * 1024 * 1024, queued  # ~1 MiB high-water + one socket read
+                got = 0
+                while chunk := await r.read(1 << 20):
+                    got += len(chunk)
+                assert got == total
+                w.close()
+        finally:
+            src.close()
+
+    run(main())
