@@ -117,8 +117,7 @@ def test_agents_behind_nat_join_and_are_ready(kc: Cluster) -> None:
     wide = kc.kubectl("get", "nodes", "-o", "wide").stdout
     assert re.search(r"^agent1\s+Ready\s+<none>.*192\.168\.1\.10", wide, re.M), wide
     # The lease is renewed by the agent itself (10 s period).
-    lease = kc.get("lease", "agent1", version="1.33") if False else json.loads(
-        kc.kubectl("get", "lease", "-n", "kube-node-lease", "agent1", "-o", "json").stdout)
+    lease = json.loads(kc.kubectl("get", "lease", "-n", "kube-node-lease", "agent1", "-o", "json").stdout)
     assert lease["spec"]["holderIdentity"] == "agent1"
 
 
@@ -130,6 +129,20 @@ def test_pod_runs_on_natted_node_with_ip_from_its_pod_cidr(kc: Cluster) -> None:
     cs = pod["status"]["containerStatuses"][0]
     assert cs["state"].get("running") and cs["containerID"].startswith("process://")
     assert pod["status"]["hostIP"] == "192.168.1.10"
+
+
+def test_kubectl_run_lands_on_the_other_nat_site(kc: Cluster) -> None:
+    overrides = json.dumps({"spec": {"nodeSelector": {"kubernetes.io/hostname": "agent2"}}})
+    kc.kubectl("run", "runner", "--image=busybox", "--restart=Never", f"--overrides={overrides}",
+               "--command", "--", "sh", "-c", "echo started-$((6*7)); sleep 3600")
+    pod = kc.wait_running("runner")
+    assert pod["spec"]["nodeName"] == "agent2"
+    assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(kc.get("node", "agent2")["spec"]["podCIDR"])
+    deadline = time.monotonic() + 10
+    while "started-42" not in (out := kc.kubectl("logs", "runner").stdout) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "started-42" in out
+    kc.kubectl("delete", "pod", "runner", "--grace-period=0", "--wait=false")
 
 
 # ---- logs, exec, port-forward through the tunnel ---------------------------------------
