@@ -16,6 +16,7 @@ import re
 import select
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -320,3 +321,17 @@ def test_server_cannot_connect_to_agent_directly(kc: Cluster) -> None:
     assert lab.probe("server", "wan-agent", 10250, timeout=0.5).outcome == "refused"
     # The only path is the tunnel, and it works.
     assert kc.kubectl("exec", "web", "--", "cat", "/etc/hostname").stdout.strip() == "web"
+
+
+def test_default_node_ip_is_the_default_route_source_else_towards_the_server(kc: Cluster) -> None:
+    code = "import sys; from edgectl.agent.config import default_node_ip; print(default_node_ip(sys.argv[1]))"
+    py = sys.executable
+    # agent1 has a default route via router1: its source address.
+    res = kc.lab.exec(NODE, [py, "-c", code, "https://198.18.0.10:6443"], check=True)
+    assert res.stdout.strip() == "192.168.1.10"
+    # wan-agent has no default route: the source address towards the server.
+    res = kc.lab.exec("wan-agent", [py, "-c", code, "https://198.18.0.10:6443"], check=True)
+    assert res.stdout.strip() == "198.18.0.20"
+    # The server's embedded agent talks to 127.0.0.1: the node's first global address.
+    res = kc.lab.exec("server", [py, "-c", code, "https://127.0.0.1:6443"], check=True)
+    assert res.stdout.strip() == "198.18.0.10"
