@@ -334,7 +334,6 @@ def bench_single_stream(procs: Procs, tmp: Path, nbytes: int, skip: set[str]) ->
 
 
 async def inprocess_benches(procs: Procs, tmp: Path, hol_bytes: int) -> dict[str, Any]:
-    from edgectl.tunnel.agent import client_ssl_context  # noqa: F401
     from edgectl.tunnel.selfsigned import write_tls_files
     from edgectl.tunnel.server import ServerConfig
     from edgectl.tunnel.standalone import server_ssl_context, start_standalone

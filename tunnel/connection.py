@@ -21,12 +21,17 @@ import os
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from websockets.frames import Frame, Opcode, apply_mask
+from websockets.frames import Frame, Opcode
 from websockets.protocol import CLIENT, OPEN, Protocol
 
 from ..log import fields
+
+try:  # websockets' C masking, as its own frame serializer uses
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - pure-Python build of websockets
+    from websockets.utils import apply_mask
 from .errors import DialError, StreamReset
 from .events import (
     DataReceived,
@@ -41,6 +46,7 @@ from .events import (
 )
 from .events import StreamReset as StreamResetEvent
 from .frames import ErrorCode
+from .pipe import take_read_ahead
 from .session import Session
 from .streams import TunnelStream
 
@@ -51,7 +57,7 @@ MESSAGE_LIMIT = 1024 * 1024 + 64 * 1024  # bytes of tunnel frames per websocket 
 WS_MAX_SIZE = 4 * 1024 * 1024  # websocket message cap (several frames per message)
 TRANSPORT_HIGH_WATER = 4 * 1024 * 1024
 
-_REJECT_REASON = {
+_REJECT_REASON: dict[int, str] = {
     ErrorCode.REFUSED: DialError.REFUSED,
     ErrorCode.BAD_TARGET: DialError.REFUSED,
     ErrorCode.CONNECT_FAILED: DialError.CONNECT_FAILED,
@@ -164,13 +170,12 @@ class TunnelConnection:
 
     async def run(self, pending: bytes = b"") -> None:
         """Serve until the session ends; always closes the transport."""
-        transport = self.writer.transport
+        transport = cast(asyncio.Transport, self.writer.transport)
         with contextlib.suppress(Exception):
             transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER)
         # From here on the transport feeds us directly (no StreamReader copy);
         # bytes the StreamReader had already read ahead are taken first.
-        ahead = bytes(self.reader._buffer)  # noqa: SLF001 - read-ahead of the handshake reader
-        self.reader._buffer.clear()  # noqa: SLF001
+        ahead = take_read_ahead(self.reader)
         at_eof = self.reader.at_eof()
         self._wire = _WireProtocol(self)
         transport.set_protocol(self._wire)

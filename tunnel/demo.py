@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 
 from .. import log as elog
 from .agent import AgentConfig, TunnelAgent, client_ssl_context
@@ -137,4 +136,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

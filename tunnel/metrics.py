@@ -66,4 +66,4 @@ class _LiveCollector:
         yield from (sessions, streams, buffered, queued, blocked, rtt, moved)
 
 
-REGISTRY.register(_LiveCollector())  # type: ignore[arg-type]
+REGISTRY.register(_LiveCollector())

@@ -19,6 +19,15 @@ log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 
 
+def take_read_ahead(reader: asyncio.StreamReader) -> bytes:
+    """Bytes a StreamReader already read off the socket, before its transport is
+    handed to another protocol (asyncio has no public API for this)."""
+    buf: bytearray = reader._buffer  # type: ignore[attr-defined]  # noqa: SLF001
+    data = bytes(buf)
+    buf.clear()
+    return data
+
+
 async def _copy(reader: Any, writer: Any) -> None:
     read_chunk = getattr(reader, "read_chunk", None)  # tunnel streams: no copy
     while True:
@@ -133,8 +142,7 @@ async def pipe_tcp(tcp_reader: asyncio.StreamReader, tcp_writer: asyncio.StreamW
     socket into the tunnel (and back) without the StreamReader's two copies.
     """
     transport: asyncio.Transport = tcp_writer.transport  # type: ignore[assignment]
-    ahead = bytes(tcp_reader._buffer)  # noqa: SLF001 - already read, not yet consumed
-    tcp_reader._buffer.clear()  # noqa: SLF001
+    ahead = take_read_ahead(tcp_reader)
     side = _TcpSide(transport, t_writer)
     transport.set_protocol(side)
     if ahead:

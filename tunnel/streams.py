@@ -155,7 +155,7 @@ class TunnelReader:
         if n == 0:
             return b""
         if n < 0:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 await self._wait()
                 if not self._size:
