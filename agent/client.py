@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -159,6 +160,7 @@ class ApiClient:
             raise ApiUnavailable(f"TLS verification of https://{host}:{port} failed: {exc.verify_message}") from None
         except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
             raise ApiUnavailable(f"cannot reach https://{host}:{port}: {exc or type(exc).__name__}") from None
+        _keepalive(writer)
         conn = _Conn(reader, writer, key)
         self._open.add(conn)
         return conn, _host_header(host, port)
@@ -274,6 +276,19 @@ class ApiClient:
                     yield str(kind), obj
         finally:
             self._drop(conn)
+
+
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """A NAT that silently forgets the flow must not leave a watch hanging
+    forever: TCP keepalive notices a dead path in about a minute."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 
 
 def _host_header(host: str, port: int) -> str:

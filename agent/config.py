@@ -39,6 +39,7 @@ class AgentConfig:
     control_plane: bool = False  # embedded in `edgectl server`: node-role labels
     run_pods: bool = True  # False only for tests/benchmarks of the control path
     lease_seconds: float = 10.0
+    status_check_seconds: float = 10.0  # how often the Node's Ready condition is compared with our health
     container_log_max_bytes: int = 10 * 1024 * 1024  # kubelet's containerLogMaxSize default
 
 

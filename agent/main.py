@@ -37,7 +37,6 @@ from .podsync import PodSync
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 60.0  # full Node status heartbeat; the Lease is the 10 s liveness signal
-CHECK_INTERVAL = 10.0
 
 
 class Agent:
@@ -69,7 +68,7 @@ class Agent:
         self.client = ApiClient(endpoint=StaticEndpoint(cfg.server), ssl_context=self.joined.api_ssl_context())
         self._start_tunnel()
         stored = await self._retry("register node", lambda: nodeapi.register(self.client, cfg, self._facts))
-        self.pod_cidr = await nodeapi.wait_pod_cidr(self.client, cfg.node_name)
+        self.pod_cidr = await self._retry("wait for podCIDR", lambda: nodeapi.wait_pod_cidr(self.client, cfg.node_name))
         self.timings["registered"] = time.monotonic() - t0
         self._allow_pod_cidr()
         if cfg.run_pods:
@@ -207,7 +206,7 @@ class Agent:
         assert self.client is not None
         last_post = time.monotonic()
         while True:
-            await asyncio.sleep(CHECK_INTERVAL)
+            await asyncio.sleep(self.config.status_check_seconds)
             try:
                 stored = await self.client.get(nodeapi.node_path(self.config.node_name))
                 cond = nodeapi.condition(stored, "Ready") or {}

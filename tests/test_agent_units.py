@@ -206,6 +206,29 @@ def test_join_register_lease_and_restart_keep_identity(server: object, tmp_path:
     assert (tmp_path / "node-password").read_text() == password
 
 
+def test_agent_puts_ready_back_when_the_node_shows_otherwise(server: object, tmp_path: Path) -> None:
+    """Whatever set Ready to something else (here an admin; the lifecycle controller
+    undoes only its own NodeStatusUnknown), a healthy agent posts Ready=True again."""
+    cfg = config(server=server.url, token=_token(server), node_name="unit-e", data_dir=tmp_path, run_pods=False,  # type: ignore[attr-defined]
+                 status_check_seconds=0.2)
+
+    async def body(agent: Agent) -> str:
+        unknown = {"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "SomethingElse",
+                                              "message": "set by the test"}]}}
+        code, _ = await asyncio.to_thread(server.json, "PATCH", "/api/v1/nodes/unit-e/status", unknown,  # type: ignore[attr-defined]
+                                          headers={"Content-Type": "application/strategic-merge-patch+json"})
+        assert code == 200
+        assert agent.client is not None
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            node = await agent.client.get("/api/v1/nodes/unit-e")
+            if nodeapi.condition(node, "Ready")["status"] == "True":
+                return "True"
+        return str(nodeapi.condition(node, "Ready"))
+
+    assert asyncio.run(_run_agent(cfg, body)) == "True"  # type: ignore[misc]
+
+
 def test_another_machine_cannot_take_over_a_node_name(server: object, tmp_path: Path) -> None:
     a = config(server=server.url, token=_token(server), node_name="unit-b", data_dir=tmp_path / "a", run_pods=False)  # type: ignore[attr-defined]
 
