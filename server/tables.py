@@ -193,10 +193,10 @@ _POD_COLS: list[Column] = [
 
 def _node_row(obj: Obj, now: dt.datetime) -> list[Any]:
     spec, st, meta = obj.get("spec") or {}, obj.get("status") or {}, obj.get("metadata") or {}
-    conds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
-    status_parts = []
-    ready = conds.get("Ready")
-    status_parts.append("Ready" if ready == "True" else "NotReady" if ready == "False" else "Unknown")
+    conds = {c.get("type"): c.get("status") for c in st.get("conditions") or [] if isinstance(c, dict)}
+    # Upstream's printer: any Ready status but True (False or Unknown) is
+    # NotReady; only a node with no Ready condition at all is Unknown.
+    status_parts = ["Unknown" if "Ready" not in conds else "Ready" if conds["Ready"] == "True" else "NotReady"]
     if spec.get("unschedulable"):
         status_parts.append("SchedulingDisabled")
     roles = sorted({k.split("/", 1)[1] for k in (meta.get("labels") or {}) if k.startswith("node-role.kubernetes.io/") and "/" in k}
