@@ -335,3 +335,23 @@ def test_default_node_ip_is_the_default_route_source_else_towards_the_server(kc:
     # The server's embedded agent talks to 127.0.0.1: the node's first global address.
     res = kc.lab.exec("server", [py, "-c", code, "https://127.0.0.1:6443"], check=True)
     assert res.stdout.strip() == "198.18.0.10"
+
+
+def test_server_restart_agents_come_back_by_themselves(kc: Cluster) -> None:
+    """SIGTERM ends `edgectl server` and its embedded agent cleanly; after a restart
+    the agents reconnect on their own and the pods are still there."""
+    uid = kc.get("pod", "web")["metadata"]["uid"]
+    t0 = time.monotonic()
+    cluster.stop_role(kc.lab, "server", timeout=10)
+    assert time.monotonic() - t0 < 10
+    cluster.start_role(kc.lab, "server")
+    deadline = time.monotonic() + 45
+    while True:
+        res = kc.kubectl("exec", "web", "--", "cat", "/etc/hostname", check=False)
+        if res.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert res.stdout.strip() == "web", res.stderr
+    assert kc.get("pod", "web")["metadata"]["uid"] == uid
+    nodes = json.loads(kc.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    assert all(cluster.node_ready(n) for n in nodes), [n["metadata"]["name"] for n in nodes if not cluster.node_ready(n)]
