@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from edgectl.agent.embed import embedded_agent_config, embedded_agent_options, run_embedded_agent
 from edgectl.config import ConfigCommand
 from edgectl.errors import EdgectlError
 from edgectl.httpd import DEFAULT_MAX_BODY
+from edgectl.nodeflags import node_options
 from edgectl.paths import ADMIN_KUBECONFIG, SERVER_DATA_DIR, SERVER_PORT
 
 _BACKENDS = ("vxlan", "host-gw", "wireguard-native", "ipsec", "none")
@@ -50,7 +50,7 @@ def _cidr(value: str, flag: str) -> str:
               help="Overlay backend the agents use.")
 @click.option("--max-request-body", type=click.IntRange(1024, 1 << 30), default=DEFAULT_MAX_BODY, show_default=True,
               help="Largest accepted request body in bytes (larger gets 413).")
-@embedded_agent_options
+@node_options
 def server(data_dir: Path, bind_address: str, https_listen_port: int, write_kubeconfig: Path, token: str | None,
            tls_san: tuple[str, ...], disable_agent: bool, cluster_cidr: str, service_cidr: str,
            egress_selector_mode: str, flannel_backend: str, max_request_body: int, **agent_flags: Any) -> None:
@@ -69,7 +69,12 @@ def server(data_dir: Path, bind_address: str, https_listen_port: int, write_kube
         egress_selector_mode=egress_selector_mode, max_request_body=max_request_body, disable_agent=disable_agent,
     )
 
-    agent_config = None if disable_agent else embedded_agent_config(config, agent_flags)
+    agent_config = None
+    if not disable_agent:
+        # Imported here, not at the top: --disable-agent must never load agent code.
+        from edgectl.agent.embed import embedded_agent_config, run_embedded_agent
+
+        agent_config = embedded_agent_config(config, agent_flags)
 
     async def main() -> None:
         stop = asyncio.Event()
