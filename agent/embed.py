@@ -1,6 +1,6 @@
 """The agent inside ``edgectl server`` (k3s style): the server machine is a node too.
 
-``server/cli.py`` adds :func:`embedded_agent_options` to its command and, unless
+``server/cli.py`` declares the node flags (``edgectl.nodeflags``) and, unless
 ``--disable-agent``, runs :func:`run_embedded_agent` next to the control plane
 in the same event loop. The agent joins over loopback like any other agent
 (token from ``<data-dir>/token``), so there is one join path, not two. This
@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import click
 
 from edgectl.errors import EdgectlError
 from edgectl.log import fields
@@ -26,20 +23,6 @@ from .config import AgentConfig, default_node_ip, default_node_name, parse_ips, 
 log = logging.getLogger(__name__)
 
 TOKEN_FILE = "token"
-
-
-def embedded_agent_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The agent's node flags, also accepted by ``edgectl server``."""
-    options = [
-        click.option("--node-name", default=None, help="Node name of the embedded agent (default: host name)."),
-        click.option("--node-ip", multiple=True, help="InternalIP of this node (default: the address of the default route)."),
-        click.option("--node-external-ip", multiple=True, help="ExternalIP of this node. Repeatable."),
-        click.option("--node-label", multiple=True, help="key=value label for this node. Repeatable."),
-        click.option("--node-taint", multiple=True, help="key[=value]:Effect taint for this node. Repeatable."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
 
 
 def agent_data_dir(server_data_dir: Path) -> Path:
