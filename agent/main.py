@@ -37,6 +37,7 @@ from .podsync import PodSync
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 60.0  # full Node status heartbeat; the Lease is the 10 s liveness signal
+RENEW_CHECK_INTERVAL = 6 * 3600.0  # node certs last a year; a start always fetches fresh ones
 
 
 class Agent:
@@ -81,6 +82,7 @@ class Agent:
         self.timings["ready"] = time.monotonic() - t0
         self._spawn(self.lease.run(), "lease")
         self._spawn(self._status_loop(), "node-status")
+        self._spawn(self._renew_loop(), "cert-renewal")
         self.ready.set()
         log.info("node ready", extra=fields(node=cfg.node_name, pod_cidr=self.pod_cidr,
                                             seconds=round(self.timings["ready"], 3)))
@@ -217,6 +219,32 @@ class Agent:
                     last_post = time.monotonic()
             except (ApiError, ApiUnavailable) as exc:
                 log.warning("node status check failed", extra=fields(error=str(exc)))
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_CHECK_INTERVAL)
+            assert self.joined is not None
+            if await asyncio.to_thread(self.joined.renewal_due):
+                try:
+                    await self.renew_certificates()
+                except Exception as exc:  # noqa: BLE001 - retried on the next check
+                    log.warning("node certificate renewal failed", extra=fields(error=str(exc)))
+
+    async def renew_certificates(self) -> None:
+        """Join again (same node password) and use the new certificates for new
+        connections: API client, tunnel reconnects and the kubelet API."""
+        cfg = self.config
+        self.joined = await asyncio.to_thread(join, server_url=cfg.server, token=cfg.token, data_dir=cfg.data_dir,
+                                              node_name=cfg.node_name, node_ips=cfg.node_ips)
+        ctx = self.joined.api_ssl_context()
+        if self.client is not None:
+            self.client.ssl_context = ctx
+        if self.tunnel is not None:
+            self.tunnel.ssl_context = ctx
+        server_ctx = getattr(getattr(self.kubelet, "http", None), "ssl_context", None)
+        if server_ctx is not None:  # later handshakes present the new serving cert
+            server_ctx.load_cert_chain(self.joined.serving_cert, self.joined.serving_key)
+        log.info("node certificates renewed", extra=fields(node=cfg.node_name))
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)

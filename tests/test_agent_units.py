@@ -229,6 +229,23 @@ def test_agent_puts_ready_back_when_the_node_shows_otherwise(server: object, tmp
     assert asyncio.run(_run_agent(cfg, body)) == "True"  # type: ignore[misc]
 
 
+def test_certificate_renewal_keeps_the_node_working(server: object, tmp_path: Path) -> None:
+    cfg = config(server=server.url, token=_token(server), node_name="unit-f", data_dir=tmp_path, run_pods=False)  # type: ignore[attr-defined]
+
+    async def body(agent: Agent) -> tuple[bytes, bytes, str]:
+        assert agent.joined is not None and agent.client is not None
+        before = agent.joined.client_cert.read_bytes()
+        assert not agent.joined.renewal_due()
+        await agent.renew_certificates()
+        after = agent.joined.client_cert.read_bytes()
+        agent.client._idle.clear()  # force a new TLS connection with the new certificate
+        node = await agent.client.get("/api/v1/nodes/unit-f")
+        return before, after, node["metadata"]["name"]
+
+    before, after, name = asyncio.run(_run_agent(cfg, body))  # type: ignore[misc]
+    assert before != after and name == "unit-f"
+
+
 def test_another_machine_cannot_take_over_a_node_name(server: object, tmp_path: Path) -> None:
     a = config(server=server.url, token=_token(server), node_name="unit-b", data_dir=tmp_path / "a", run_pods=False)  # type: ignore[attr-defined]
 
