@@ -269,8 +269,11 @@ class ApiClient:
                     line, buf = buf.split(b"\n", 1)
                     if not line.strip():
                         continue
-                    doc = json.loads(line)
-                    kind, obj = doc.get("type"), doc.get("object") or {}
+                    try:
+                        doc = json.loads(line)
+                        kind, obj = doc.get("type"), doc.get("object") or {}
+                    except (ValueError, AttributeError):
+                        raise ApiUnavailable(f"watch {path}: garbled event {line[:80]!r}") from None
                     if kind == "ERROR":
                         raise ApiError(int(obj.get("code") or 500), str(obj.get("reason") or ""), str(obj.get("message") or ""))
                     yield str(kind), obj

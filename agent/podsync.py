@@ -106,6 +106,11 @@ class PodSync:
                     log.warning("pod watch lost the server", extra=fields(error=str(exc)))
                 failing = True
                 await asyncio.sleep(self.retry_seconds)
+            except Exception:  # noqa: BLE001 - a bug here must not cut the node off its pods
+                log.exception("pod watch failed unexpectedly; listing again")
+                rv = None
+                failing = True
+                await asyncio.sleep(self.retry_seconds)
 
     def _desired_changed(self) -> None:
         if self.manager is not None:
@@ -140,9 +145,11 @@ class PodSync:
                     log.warning("pod status push failed; will retry", extra=fields(uid=uid, error=str(exc)))
                     retry[uid] = status
                 except ApiError as exc:
-                    if exc.code not in (404, 409, 422):
+                    if exc.code not in (404, 422):  # a 409 is a lost race: push again
                         retry[uid] = status
                     log.warning("pod status rejected", extra=fields(uid=uid, error=str(exc)))
+                except Exception:  # noqa: BLE001 - keep pushing the other pods' status
+                    log.exception("pod status push failed unexpectedly", extra=fields(uid=uid))
             if retry:
                 for uid, status in retry.items():
                     self._pending.setdefault(uid, status)
