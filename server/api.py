@@ -352,7 +352,7 @@ class ApiServer:
                 if left <= 0:
                     return
                 wait = min(left, BOOKMARK_INTERVAL) if bookmarks else left
-                if pending_initial and stream._queue.empty():  # noqa: SLF001 - initial events all sent
+                if pending_initial and stream.initial_sent:
                     pending_initial = False
                     yield _event_line("BOOKMARK", _bookmark(t.res, stream.revision, initial_end=True))
                     continue

@@ -24,6 +24,7 @@ import json
 import logging
 import secrets
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,13 @@ PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 _GENERATE_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"  # upstream's alphabet: no vowels, no lookalikes
 _RETRIES = 16
 _DECODE_CACHE_MAX = 50_000
+# Events one watch stream holds for its HTTP client. A client that leaves it
+# full for WATCH_SLOW_SECONDS has its stream ended (as upstream ends a
+# too-slow watcher): it re-watches from the last resourceVersion it received,
+# so nothing is lost and a stuck client cannot grow the server's memory. The
+# grace lets a reading client take a replay larger than the buffer.
+WATCH_BUFFER = 2000
+WATCH_SLOW_SECONDS = 5.0
 
 
 def now_rfc3339(now: dt.datetime | None = None) -> str:
@@ -131,8 +139,12 @@ class Registry:
         table: ResourceTable = TABLE,
         service_cidr: str = "10.43.0.0/16",
         node_port_range: tuple[int, int] = (30000, 32767),
+        watch_buffer: int = WATCH_BUFFER,
+        watch_slow_seconds: float = WATCH_SLOW_SECONDS,
     ) -> None:
         self.store = store
+        self.watch_buffer = watch_buffer
+        self.watch_slow_seconds = watch_slow_seconds
         self.table = table
         self.service_net = ipaddress.ip_network(service_cidr)
         self.node_port_range = node_port_range
@@ -643,12 +655,14 @@ class Registry:
             start = await self.store.current_revision()  # sendInitialEvents=false: from now on
         else:
             start = _parse_rv(resource_version)
+        prefix = res.prefix(namespace)
         try:
-            watcher = self.store.watch(res.prefix(namespace), start_revision=start)
+            watcher = self.store.watch(prefix, start_revision=start)
         except storage.Compacted as exc:
             return WatchStream.failed(status.gone(f"too old resource version: {exc.requested} ({exc.compact_revision + 1})"), start)
         return WatchStream(watcher, initial, start, selection, decoder=self.decode_shared,
-                           prev_decoder=self.decode_shared_prev)
+                           prev_decoder=self.decode_shared_prev, buffer=self.watch_buffer,
+                           slow_seconds=self.watch_slow_seconds, name=prefix)
 
 
 class WatchStream:
@@ -657,44 +671,100 @@ class WatchStream:
 
     Event objects are decoded once per revision and shared by every watcher
     (a pod change seen by fifty node agents is parsed once): do not mutate them.
+
+    Events from storage wait in a buffer of at most ``buffer`` events; while
+    it is full the pump waits for the client (back-pressure, so a replay of
+    history larger than the buffer still flows to a reading client). A client
+    that leaves it full for ``slow_seconds`` is too slow: the stream drops what
+    it buffered, closes its storage watcher and ends once the initial events
+    are out (the client resumes from the last resourceVersion it received;
+    ending amid the initial list would lose the objects not yet sent).
+    ``ended`` says why a stream ended.
     """
 
     def __init__(self, watcher: storage.Watcher | None, initial: list[WatchEvent], start: int, selection: Selection,
                  *, decoder: Callable[[storage.KeyValue], Obj] = decode,
-                 prev_decoder: Callable[[storage.KeyValue], Obj] = decode) -> None:
+                 prev_decoder: Callable[[storage.KeyValue], Obj] = decode,
+                 buffer: int = WATCH_BUFFER, slow_seconds: float = WATCH_SLOW_SECONDS, name: str = "") -> None:
         self._decode = decoder
         self._decode_prev = prev_decoder
         self._watcher = watcher
-        self._queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
-        for ev in initial:
-            self._queue.put_nowait(ev)
+        self.name = name  # the watched key prefix, for logs
+        # The initial list is already in memory; only live events are bounded.
+        self._initial: deque[WatchEvent] = deque(initial)
+        self._live: deque[WatchEvent] = deque()
+        self.buffer = max(1, buffer)
+        self.slow_seconds = slow_seconds
+        self._wakeup = asyncio.Event()  # set when events or the end arrive
+        self._room = asyncio.Event()  # set when the client takes a live event
         self.revision = start  # the newest revision delivered (bookmarks carry it)
         self._selection = selection
-        self._pump: asyncio.Task[None] | None = asyncio.ensure_future(self._run()) if watcher is not None else None
+        self.ended: str | None = None if watcher is not None else "failed"
         self.closed = False
+        self._pump: asyncio.Task[None] | None = asyncio.ensure_future(self._run()) if watcher is not None else None
 
     @classmethod
     def failed(cls, error: status.ApiError, start: int) -> "WatchStream":
-        stream = cls(None, [WatchEvent("ERROR", error.status())], start, ALL)
-        stream._queue.put_nowait(None)
-        return stream
+        return cls(None, [WatchEvent("ERROR", error.status())], start, ALL)
+
+    @property
+    def pending(self) -> int:
+        """Live events buffered for the client."""
+        return len(self._live)
+
+    @property
+    def initial_sent(self) -> bool:
+        return not self._initial
 
     async def _run(self) -> None:
         assert self._watcher is not None
+        reason = "closed"
         try:
             async for batch in self._watcher:
                 for ev in batch:
                     out = self._convert(ev)
-                    if out is not None:
-                        self._queue.put_nowait(out)
+                    if out is None:
+                        continue
+                    while len(self._live) >= self.buffer:
+                        self._wakeup.set()
+                        self._room.clear()
+                        try:
+                            await asyncio.wait_for(self._room.wait(), self.slow_seconds)
+                        except TimeoutError:
+                            await self._too_slow()
+                            return
+                    self._live.append(out)
+                self._wakeup.set()
+            reason = getattr(self._watcher, "ended", None) or "closed"
         except storage.Compacted as exc:
             err = status.gone(f"too old resource version: {exc.requested} ({exc.compact_revision + 1})")
-            self._queue.put_nowait(WatchEvent("ERROR", err.status()))
+            self._live.append(WatchEvent("ERROR", err.status()))
+            reason = "compacted"
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("watch failed")
-        self._queue.put_nowait(None)
+            log.exception("watch failed", extra=fields(prefix=self.name))
+            reason = "error"
+        self._finish(reason)
+
+    async def _too_slow(self) -> None:
+        dropped = len(self._live)
+        self._live.clear()
+        assert self._watcher is not None
+        try:
+            await self._watcher.close()
+        except Exception:
+            log.debug("closing a storage watcher failed", exc_info=True)
+        log.warning("watch client too slow, ending its stream; it re-watches from its last resourceVersion",
+                    extra=fields(prefix=self.name, buffered=dropped, full_seconds=self.slow_seconds,
+                                 delivered_revision=self.revision))
+        self._finish("slow", logged=True)
+
+    def _finish(self, reason: str, *, logged: bool = False) -> None:
+        self.ended = reason
+        if not logged:
+            log.info("watch stream ended", extra=fields(prefix=self.name, reason=reason, delivered_revision=self.revision))
+        self._wakeup.set()
 
     def _convert(self, ev: storage.Event) -> WatchEvent | None:
         obj = self._decode(ev.kv)
@@ -718,15 +788,23 @@ class WatchStream:
 
     async def next(self, timeout: float | None = None) -> WatchEvent | None:
         """The next event; None at the end of the stream. Raises TimeoutError."""
-        if self.closed:
-            return None
-        ev = await asyncio.wait_for(self._queue.get(), timeout)
-        if ev is None:
-            self.closed = True
-            return None
-        if ev.revision > self.revision:
-            self.revision = ev.revision
-        return ev
+        while not self.closed:
+            if self._initial:
+                ev = self._initial.popleft()
+            elif self._live:
+                ev = self._live.popleft()
+                self._room.set()
+            elif self.ended is not None:
+                self.closed = True
+                return None
+            else:
+                self._wakeup.clear()
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                continue
+            if ev.revision > self.revision:
+                self.revision = ev.revision
+            return ev
+        return None
 
     def __aiter__(self) -> AsyncIterator[WatchEvent]:
         return self._iter()
