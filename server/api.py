@@ -23,6 +23,7 @@ from edgectl.log import fields
 
 from . import discovery, fieldcheck, protobuf, status, tables
 from .auth import RequestAttributes, authorize, forbidden_message
+from .nodeproxy import node_proxy_target, split_node_name
 from .patch import PATCH_TYPES, PatchError, apply_patch
 from .registry import ALL, Obj, Registry, Selection, WatchStream, now_rfc3339
 from .resources import VIRTUAL, Resource
@@ -40,9 +41,11 @@ _STREAM_SUBRESOURCES = ("log", "exec", "portforward", "attach", "proxy")
 
 
 class NodeProxy(Protocol):
-    """Carries pods/log, exec, portforward and attach to the node (agent issue)."""
+    """Carries pods/log, exec, portforward, attach and nodes/proxy to the node's kubelet."""
 
     async def __call__(self, req: Request, *, pod: Obj, subresource: str) -> Response: ...
+
+    async def node(self, req: Request, *, node: str, target: str, port: int | None = None) -> Response: ...
 
 
 def status_response(err: ApiError) -> Response:
@@ -212,7 +215,8 @@ class ApiServer:
         namespace = None
         if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
             namespace, rest = rest[1], rest[2:]
-        if not rest or len(rest) > 3:
+        # Only {resource}/{name}/proxy/{path...} may be longer than resource/name/subresource.
+        if not rest or (len(rest) > 3 and rest[2] != "proxy"):
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         res = self.table.lookup(group, rest[0])
         if res is None or res.api_version != gv:
@@ -583,6 +587,8 @@ class ApiServer:
 
     async def _node_stream(self, req: Request, t: Target) -> Response:
         assert t.name is not None
+        if t.res.plural == "nodes" and t.subresource == "proxy":
+            return await self._node_proxy(req, t)
         obj = await self.registry.get(t.res, t.namespace, t.name)
         self._authorize_objects(t, None, obj)
         if t.res.plural != "pods":
@@ -594,6 +600,18 @@ class ApiServer:
             raise ApiError(503, f'node tunnel not connected: cannot reach node "{node}" for pods/{t.subresource}',
                            "ServiceUnavailable")
         return await self.node_proxy(req, pod=obj, subresource=t.subresource or "")
+
+    async def _node_proxy(self, req: Request, t: Target) -> Response:
+        """nodes/{name}/proxy/{path}: to the node's kubelet, through its tunnel only."""
+        assert t.name is not None
+        node, port = split_node_name(t.name)
+        obj = await self.registry.get(t.res, None, node)  # an unknown node is a 404 Status
+        self._authorize_objects(t, None, obj)
+        target = node_proxy_target(req.target)
+        if self.node_proxy is None:
+            raise ApiError(503, f'node tunnel not connected: cannot reach node "{node}" for nodes/proxy',
+                           "ServiceUnavailable")
+        return await self.node_proxy.node(req, node=node, target=target, port=port)
 
 
 def _duplicate_keys(body: bytes) -> list[str]:

@@ -1,12 +1,14 @@
-"""pods/log, exec, attach and portforward: carried to the node's kubelet through
-the agent's tunnel (the server never dials nodes directly).
+"""pods/log, exec, attach, portforward and nodes/proxy: carried to the node's
+kubelet through the agent's tunnel (the server never dials nodes directly).
 
 The kubelet speaks upstream's paths (``/containerLogs``, ``/exec``,
 ``/attach``, ``/portForward``) over TLS, and trusts only the API server's
 kubelet-client certificate. Logs are relayed as a streamed body; upgrades
 (websocket or SPDY, chosen by kubectl) are passed through byte for byte after
 the client's connection is taken over, so kubectl's protocol negotiation and
-fallbacks happen directly with the kubelet.
+fallbacks happen directly with the kubelet. ``nodes/{name}/proxy/{path}``
+relays any method, path, query, body and end-to-end header to the kubelet
+(never the client's credentials) and streams the answer back.
 
 TLS runs over the tunnel stream through a socketpair: asyncio's TLS needs a
 transport, and a tunnel stream is a reader/writer pair.
@@ -39,6 +41,56 @@ Obj = dict[str, Any]
 _UPGRADE_HEADERS = ("connection", "upgrade", "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol",
                     "sec-websocket-extensions", "x-stream-protocol-version", "content-length", "user-agent")
 _KUBELET_PATHS = {"log": "containerLogs", "exec": "exec", "attach": "attach", "portforward": "portForward"}
+PROXY_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+# Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, and the
+# credentials are for this server: none of them crosses the proxy. The kubelet
+# trusts the server's own client certificate instead.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+                         "upgrade", "proxy-authenticate", "proxy-authorization"})
+_NOT_FORWARDED = _HOP_BY_HOP | {"host", "authorization", "content-length", "cookie"}
+
+
+def end_to_end_headers(headers: list[tuple[str, str]], *, drop: frozenset[str] = _NOT_FORWARDED) -> list[tuple[str, str]]:
+    """Headers a proxy passes on: not hop-by-hop, not named in Connection, not
+    credentials (Authorization, impersonation)."""
+    named = {t.strip().lower() for k, v in headers if k.lower() == "connection" for t in v.split(",")}
+    return [(k, v) for k, v in headers
+            if (lk := k.lower()) not in drop and lk not in named and not lk.startswith("impersonate-")]
+
+
+def split_node_name(name: str) -> tuple[str, int | None]:
+    """``[scheme:]name[:port]`` as upstream accepts in nodes/{name}/proxy; the
+    kubelet is reached over TLS only, so the scheme may only be https."""
+    parts = name.split(":")
+    scheme, port = "", ""
+    if len(parts) == 1:
+        node = parts[0]
+    elif len(parts) == 2:
+        node, port = parts
+    elif len(parts) == 3:
+        scheme, node, port = parts
+    else:
+        raise status.bad_request(f"invalid node request {name!r}")
+    if scheme not in ("", "https"):
+        raise status.bad_request(f"the kubelet on node {node!r} is reached over https only, not {scheme}")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise status.bad_request(f"invalid port {port!r} in node request {name!r}")
+    if not node:
+        raise status.bad_request(f"invalid node request {name!r}")
+    return node, int(port) if port else None
+
+
+def node_proxy_target(raw_target: str) -> str:
+    """The kubelet target for ``.../nodes/{name}/proxy[/{path}][?query]``, from
+    the raw (still escaped) request target: the rest of the path, trailing
+    slash kept, and the query unchanged."""
+    path, sep, query = raw_target.partition("?")
+    segments = path.split("/")
+    for i, seg in enumerate(segments[:-2]):
+        if seg == "nodes" and segments[i + 2] == "proxy":
+            rest = "/" + "/".join(segments[i + 3:])
+            return rest + sep + query
+    raise status.bad_request(f"not a nodes/proxy path: {path!r}")
 
 
 class Dialer(Protocol):
@@ -84,14 +136,15 @@ class TunnelNodeProxy:
         self.kubelet_port = kubelet_port
         self.dial_timeout = dial_timeout
 
+    async def _port(self, node: str) -> int:
+        return KUBELET_PORT if self.kubelet_port is None else int(await self.kubelet_port(node))
+
     async def __call__(self, req: Request, *, pod: Obj, subresource: str) -> Response:
         if subresource not in _KUBELET_PATHS:
             raise ApiError(503, f"pods/{subresource} is not supported", "ServiceUnavailable")
         node = pod["spec"]["nodeName"]
         target = kubelet_target(req, pod, subresource)
-        port = KUBELET_PORT
-        if self.kubelet_port is not None:
-            port = await self.kubelet_port(node)
+        port = await self._port(node)
         if subresource == "log" and req.method != "GET":
             raise status.method_not_allowed()
         reader, writer, pump = await self._connect(node, port)
@@ -100,7 +153,33 @@ class TunnelNodeProxy:
                 return await self._logs(reader, writer, pump, node, target)
             if not req.is_upgrade:
                 raise status.bad_request(f"pods/{subresource} needs a connection upgrade (websocket or SPDY)")
-            return await self._upgrade(req, reader, writer, pump, node, target)
+            headers = [(k, v) for k, v in req.headers.items() if k in _UPGRADE_HEADERS]
+            return await self._upgrade(req, reader, writer, pump, node, target, headers)
+        except BaseException:
+            await _close(writer, pump)
+            raise
+
+    async def node(self, req: Request, *, node: str, target: str, port: int | None = None) -> Response:
+        """nodes/{node}/proxy: ``target`` (kubelet path + query) with the client's
+        method, body and end-to-end headers; upgrades become a byte pipe."""
+        if req.method not in PROXY_METHODS:
+            raise status.method_not_allowed()
+        kubelet_port = await self._port(node)
+        if port is not None and port != kubelet_port:
+            raise ApiError(503, f'only the kubelet port ({kubelet_port}) of node "{node}" is reachable through its tunnel, '
+                                f"not {port}", "ServiceUnavailable")
+        reader, writer, pump = await self._connect(node, kubelet_port)
+        try:
+            if req.is_upgrade:
+                headers = [*end_to_end_headers(req.headers.items()), ("Connection", "Upgrade"),
+                           ("Upgrade", req.headers.get("upgrade") or "")]
+                if req.body:
+                    headers.append(("Content-Length", str(len(req.body))))
+                return await self._upgrade(req, reader, writer, pump, node, target, headers)
+            log.debug("proxying to the kubelet", extra=fields(node=node, method=req.method, target=target.split("?")[0]))
+            return await self._relay(reader, writer, pump, node, method=req.method, target=target,
+                                     headers=end_to_end_headers(req.headers.items()), body=req.body,
+                                     response_headers=None)
         except BaseException:
             await _close(writer, pump)
             raise
@@ -131,24 +210,47 @@ class TunnelNodeProxy:
 
     async def _logs(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pump: asyncio.Task[None],
                     node: str, target: str) -> Response:
-        conn = h11.Connection(h11.CLIENT)
-        writer.write(conn.send(h11.Request(method="GET", target=target,
-                                           headers=[("Host", node), ("Connection", "close")])))
-        writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Response):
-                break
-            raise ApiError(503, f'the kubelet on node "{node}" closed the connection', "ServiceUnavailable")
-        headers = [(k.decode(), v.decode()) for k, v in event.headers
-                   if k.lower() in (b"content-type",)]
+        return await self._relay(reader, writer, pump, node, method="GET", target=target, headers=[], body=b"",
+                                 response_headers=("content-type",))
 
-        async def body() -> AsyncIterator[bytes]:
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pump: asyncio.Task[None],
+                     node: str, *, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
+                     response_headers: tuple[str, ...] | None) -> Response:
+        """One HTTP exchange with the kubelet; the response body is streamed.
+        ``response_headers``: the only ones to pass back (None: every end-to-end one)."""
+        conn = h11.Connection(h11.CLIENT)
+        head = [("Host", node), *headers, ("Connection", "close")]
+        if body or method not in ("GET", "HEAD", "DELETE"):
+            head.append(("Content-Length", str(len(body))))
+        try:
+            writer.write(conn.send(h11.Request(method=method, target=target, headers=head)))
+            if body:
+                writer.write(conn.send(h11.Data(data=body)))
+            writer.write(conn.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError as exc:
+            raise status.bad_request(f"cannot relay this request to the kubelet: {exc}") from None
+        await writer.drain()
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                    continue
+                if isinstance(event, h11.Response):
+                    break
+                if isinstance(event, h11.InformationalResponse):
+                    continue
+                raise ApiError(502, f'the kubelet on node "{node}" closed the connection without answering', "InternalError")
+        except (h11.RemoteProtocolError, OSError, ssl.SSLError) as exc:
+            raise ApiError(502, f'bad answer from the kubelet on node "{node}": {exc}', "InternalError") from None
+        if response_headers is None:
+            out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
+            out = end_to_end_headers(out, drop=_HOP_BY_HOP | {"content-length"})
+        else:
+            out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers
+                   if k.decode("latin-1").lower() in response_headers]
+
+        async def stream() -> AsyncIterator[bytes]:
             try:
                 while True:
                     ev = conn.next_event()
@@ -160,19 +262,25 @@ class TunnelNodeProxy:
                         yield bytes(ev.data)
                     else:
                         return
+            except (h11.RemoteProtocolError, OSError, ssl.SSLError) as exc:
+                # Too late for a Status: the head is out. Ending early tells the client.
+                log.info("kubelet response ended early", extra=fields(node=node, error=str(exc)))
             finally:
                 await _close(writer, pump)
 
-        return Response(event.status_code, headers or [("Content-Type", "text/plain")], body())
+        if response_headers is not None and not out:
+            out = [("Content-Type", "text/plain")]
+        return Response(event.status_code, out, stream())
 
     async def _upgrade(self, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                       pump: asyncio.Task[None], node: str, target: str) -> Response:
+                       pump: asyncio.Task[None], node: str, target: str, headers: list[tuple[str, str]]) -> Response:
         from edgectl.tunnel.pipe import pipe
 
         head = [f"{req.method} {target} HTTP/1.1", f"Host: {node}"]
-        for name, value in req.headers.items():
-            if name in _UPGRADE_HEADERS:
-                head.append(f"{name}: {value}")
+        for name, value in headers:
+            if "\r" in value or "\n" in value:
+                raise status.bad_request(f"invalid value for header {name}")
+            head.append(f"{name}: {value}")
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
         if req.body:
             writer.write(req.body)
