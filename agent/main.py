@@ -54,6 +54,7 @@ class Agent:
         self.ready = asyncio.Event()
         self.timings: dict[str, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._one_shot: set[str] = set()  # tasks that end by design (not a health signal)
         self._facts = nodeapi.machine_facts()
         self._ready_since: str | None = None
 
@@ -80,6 +81,7 @@ class Agent:
         await self._retry("renew lease", self.lease.renew)
         await self._post_ready()
         self.timings["ready"] = time.monotonic() - t0
+        self._spawn(self._node_events(stored), "node-events", one_shot=True)
         self._spawn(self.lease.run(), "lease")
         self._spawn(self._status_loop(), "node-status")
         self._spawn(self._renew_loop(), "cert-renewal")
@@ -192,7 +194,7 @@ class Agent:
 
     def healthy(self) -> tuple[bool, str]:
         for task in self._tasks:
-            if task.done():
+            if task.done() and task.get_name() not in self._one_shot:
                 return False, f"agent task {task.get_name()} stopped"
         return True, "edgectl agent is posting ready status"
 
@@ -220,6 +222,17 @@ class Agent:
             except (ApiError, ApiUnavailable) as exc:
                 log.warning("node status check failed", extra=fields(error=str(exc)))
 
+    async def _node_events(self, stored: dict[str, Any]) -> None:
+        from .events import EventRecorder, EventSpec
+
+        assert self.client is not None
+        node = {"kind": "Node", "apiVersion": "v1",
+                "metadata": {"name": self.config.node_name, "uid": self.config.node_name}}  # upstream uses the name as uid
+        recorder = EventRecorder(client=self.client, node=self.config.node_name)
+        await recorder.record(node, EventSpec("Normal", "Starting", "Starting edgectl agent."))
+        await recorder.record(node, EventSpec("Normal", "NodeReady",
+                                              f"Node {self.config.node_name} status is now: NodeReady"))
+
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(RENEW_CHECK_INTERVAL)
@@ -246,8 +259,10 @@ class Agent:
             server_ctx.load_cert_chain(self.joined.serving_cert, self.joined.serving_key)
         log.info("node certificates renewed", extra=fields(node=cfg.node_name))
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Any, name: str, *, one_shot: bool = False) -> None:
         task = asyncio.create_task(coro, name=name)
+        if one_shot:
+            self._one_shot.add(name)
         task.add_done_callback(self._task_done)
         self._tasks.append(task)
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from edgectl.log import fields
 
 from .client import ApiClient, ApiError, ApiUnavailable
+from .events import EventRecorder, EventSpec, status_events
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -58,6 +59,9 @@ class PodSync:
         self._pending: dict[str, Obj | None] = {}
         self._wake = asyncio.Event()
         self._deleting: set[str] = set()
+        self._pushed: dict[str, Obj] = {}  # uid -> last status we posted (for events)
+        self._killing: set[str] = set()
+        self.events = EventRecorder(client=client, node=node)
 
     # ---- down: the API's pods ----------------------------------------------------------
 
@@ -87,8 +91,13 @@ class PodSync:
                         continue
                     if kind == "DELETED":
                         self.pods.pop(uid, None)
+                        self._pushed.pop(uid, None)
+                        self._killing.discard(uid)
                     else:
                         self.pods[uid] = obj
+                        if meta.get("deletionTimestamp") and uid not in self._killing:
+                            self._killing.add(uid)
+                            self._spawn_killing(obj)
                     self._desired_changed()
                 if failing:
                     log.info("pod watch resumed", extra=fields(node=self.node))
@@ -111,6 +120,13 @@ class PodSync:
                 rv = None
                 failing = True
                 await asyncio.sleep(self.retry_seconds)
+
+    def _spawn_killing(self, pod: Obj) -> None:
+        running = [c.get("name", "") for c in (pod.get("status") or {}).get("containerStatuses") or []
+                   if "running" in (c.get("state") or {})]
+        for name in running:
+            task = asyncio.ensure_future(self.events.record(pod, EventSpec("Normal", "Killing", f"Stopping container {name}", name)))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     def _desired_changed(self) -> None:
         if self.manager is not None:
@@ -164,6 +180,9 @@ class PodSync:
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
         if status is not None:
             await self.client.patch(f"{path}/status", status_patch(status), strategic=True)
+            for spec in status_events(self._pushed.get(uid), status):
+                await self.events.record(pod, spec)
+            self._pushed[uid] = status
         if finished_terminating(pod, status) and uid not in self._deleting:
             self._deleting.add(uid)
             try:

@@ -130,6 +130,9 @@ def test_pod_runs_on_natted_node_with_ip_from_its_pod_cidr(kc: Cluster) -> None:
     cs = pod["status"]["containerStatuses"][0]
     assert cs["state"].get("running") and cs["containerID"].startswith("process://")
     assert pod["status"]["hostIP"] == "192.168.1.10"
+    # The agent reports what it did as kubelet Events (kubectl describe shows them).
+    described = kc.kubectl("describe", "pod", "web").stdout
+    assert re.search(r"Normal\s+Started\s+.*kubelet\s+Started container main", described), described[-800:]
 
 
 def test_kubectl_run_lands_on_the_other_nat_site(kc: Cluster) -> None:

@@ -151,6 +151,31 @@ def test_deletion_is_confirmed_only_when_nothing_runs() -> None:
     assert not finished_terminating({"metadata": {}}, stopped)
 
 
+def test_status_changes_become_kubelet_events() -> None:
+    from edgectl.agent.events import event_object, status_events
+
+    waiting = {"containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+    running = {"containerStatuses": [{"name": "c", "containerID": "process://1", "state": {"running": {}}}]}
+    crashed = {"containerStatuses": [{"name": "c", "containerID": "process://1",
+                                      "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+    again = {"containerStatuses": [{"name": "c", "containerID": "process://2", "state": {"running": {}}}]}
+    bad = {"containerStatuses": [{"name": "c", "state": {"waiting": {"reason": "CreateContainerConfigError",
+                                                                     "message": "no command"}}}]}
+    assert status_events(None, waiting) == []
+    assert [e.reason for e in status_events(waiting, running)] == ["Started"]
+    assert status_events(running, running) == []  # nothing changed, nothing said
+    assert [(e.type, e.reason) for e in status_events(running, crashed)] == [("Warning", "BackOff")]
+    assert [e.reason for e in status_events(crashed, again)] == ["Started"]
+    (failed,) = status_events(None, bad)
+    assert (failed.type, failed.reason, failed.message) == ("Warning", "Failed", "no command")
+    pod = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "ns", "uid": "u"}}
+    ev = event_object(involved=pod, spec=status_events(waiting, running)[0], node="n1", now="2026-01-01T00:00:00.000001Z")
+    assert ev["involvedObject"] == {"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": "u", "namespace": "ns",
+                                    "fieldPath": "spec.containers{c}"}
+    assert ev["metadata"]["namespace"] == "ns" and ev["source"] == {"component": "kubelet", "host": "n1"}
+    assert ev["lastTimestamp"] == "2026-01-01T00:00:00Z" and ev["count"] == 1
+
+
 # ---- control path against a real server ----------------------------------------------------
 
 
