@@ -37,21 +37,57 @@ def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.upper().replace("-", "_")
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class _FlagLoader(yaml.SafeLoader):
+    """YAML as flag text: every scalar stays the string the user wrote.
+
+    PyYAML would turn ``token: 0123`` into 83, ``https-listen-port: 1.5`` into a
+    float that click truncates to 1, and ``token: yes`` into True; flags are
+    text, so click converts the exact text instead (and rejects ``1.5``). Only
+    ``null`` keeps its meaning. Duplicate keys are an error, not "last one wins".
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag in ("tag:yaml.org,2002:null", "tag:yaml.org,2002:merge")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = key_node.value
+            if isinstance(key_node, yaml.ScalarNode) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_file(path: Path) -> dict[str, Any]:
     """Parse a config file into a mapping, with errors that name the file."""
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded: -c /dev/zero must not fill memory
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; is this a config file?")
     try:
-        doc = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        doc = yaml.load(text, Loader=_FlagLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply (or a recursive alias)") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -69,10 +105,17 @@ def validate(command: click.Command, doc: Mapping[str, Any], *, source: str) -> 
         if param is None:
             known = ", ".join(sorted(by_flag))
             raise ConfigError(f"{source}: unknown key {key!r} (valid keys: {known})")
+        if value is None:
+            raise ConfigError(f"{source}: key {key!r} has no value (remove the key to use the default)")
         if param.multiple and not isinstance(value, list):
             value = [value]
         if not param.multiple and isinstance(value, (list, dict)):
             raise ConfigError(f"{source}: key {key!r}: expected a single value, got a {type(value).__name__}")
+        if param.multiple:
+            for item in value:
+                if item is None or isinstance(item, (list, dict)):
+                    what = "nothing" if item is None else f"a {type(item).__name__}"
+                    raise ConfigError(f"{source}: key {key!r}: expected a list of values, got {what} in it")
         try:
             if param.multiple:
                 converted: Any = tuple(param.type.convert(v, param, ctx) for v in value)

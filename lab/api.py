@@ -14,6 +14,7 @@ already up (e.g. created by ``edgectl lab up``).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -179,9 +180,20 @@ class Lab:
               listen: bool = False) -> ProbeResult:
         """Can ``src`` open a connection to ``dst`` (a node name or an IP) on ``port``?"""
         self.pid(src)
+        if not timeout > 0:
+            raise LabError(f"timeout must be a positive number of seconds, got {timeout}")
+        if not 1 <= port <= 65535:
+            raise LabError(f"port must be 1-65535, got {port}")
         is_node = dst in self.state.nodes
         if listen and not is_node:
             raise LabError("--listen needs a node name as destination, not an address")
+        if not is_node:
+            try:
+                ipaddress.ip_address(dst)
+            except ValueError:
+                # A typo must not read as "blocked": that is a statement about the network.
+                raise LabError(f"{dst!r} is neither a node of lab {self.name} "
+                               f"(nodes: {', '.join(self.state.nodes)}) nor an IP address") from None
         ip = self.address_for(src, dst) if is_node else dst
         return probe(src_netns=self.netns(src), src=src, ip=ip, port=port, udp=udp, timeout=timeout,
                      listen_netns=self.netns(dst) if listen else None)

@@ -44,7 +44,7 @@ def lab() -> None:
 def up(file: str, name: str | None, no_roles: bool) -> None:
     """Validate FILE, create the lab and wait until every node is up."""
     topo = load(file)  # validate before anything else, root or not
-    if name:
+    if name is not None:  # --name "" is a mistake to report, not "use the file's name"
         topo = topo.renamed(name)
     _need_root()
     out.print(f"[bold]lab {topo.name}[/]: {len(topo.nodes)} nodes, {len(topo.networks)} networks from {file}")
@@ -161,7 +161,8 @@ def _split_target(target: str) -> tuple[str, int]:
 @click.argument("src")
 @click.argument("dst")
 @click.option("--udp", is_flag=True, help="UDP: send a datagram and wait for a reply.")
-@click.option("--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait for an answer.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Seconds to wait for an answer.")
 @click.option("--listen", is_flag=True, help="Open a throw-away listener (TCP accept / UDP echo) in the destination node first.")
 def probe(src: str, dst: str, udp: bool, timeout: float, listen: bool) -> None:
     """Can SRC open a connection to DST (NODE:PORT or IP:PORT)?
@@ -185,9 +186,10 @@ def probe(src: str, dst: str, udp: bool, timeout: float, listen: bool) -> None:
 
 @lab.command()
 @click.argument("name", required=False)
-@click.option("--port", type=int, default=18000, show_default=True, help="First port for the throw-away listeners.")
+@click.option("--port", type=click.IntRange(1, 65535), default=18000, show_default=True,
+              help="First port for the throw-away listeners (one per source node).")
 @click.option("--udp", is_flag=True, help="Probe UDP instead of TCP.")
-@click.option("--timeout", type=float, default=0.5, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True)
 @click.option("--routers", is_flag=True, help="Include routers as sources and destinations.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def matrix(name: str | None, port: int, udp: bool, timeout: float, routers: bool, output: str) -> None:
@@ -198,6 +200,9 @@ def matrix(name: str | None, port: int, udp: bool, timeout: float, routers: bool
         raise LabError("no lab is up" if not names else f"several labs are up ({', '.join(names)}); give a NAME")
     the_lab = Lab.attach(names[0])
     nodes = [n.name for n in the_lab.topology.nodes if routers or n.kind != "router"]
+    if port + len(nodes) > 65535:
+        raise click.BadParameter(f"{port}: one port per source node is needed, up to {port + len(nodes)}",
+                                 param_hint="--port")
     pairs = [(i, s, d) for i, s in enumerate(nodes) for d in nodes if s != d]
     with ThreadPoolExecutor(max_workers=16) as pool:
         # One port per source, so parallel probes to one destination never share a listener.

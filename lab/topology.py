@@ -183,15 +183,31 @@ class Topology:
 # ---------------------------------------------------------------- parsing
 
 
+MAX_TOPOLOGY_BYTES = 1024 * 1024
+
+
 def load(path: str | Path) -> Topology:
     """Read and validate a topology file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        if p.is_dir():
+            raise TopologyError(f"{p}: is a directory, not a topology file")
+        # Bounded read: a topology is a few KiB; /dev/zero or a 1 GiB file must not
+        # fill memory before we can say it is wrong.
+        with p.open("rb") as f:
+            raw = f.read(MAX_TOPOLOGY_BYTES + 1)
     except FileNotFoundError:
         raise TopologyError(f"{p}: no such topology file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TopologyError(f"{p}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise TopologyError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_TOPOLOGY_BYTES:
+        raise TopologyError(f"{p}: larger than {MAX_TOPOLOGY_BYTES // 1024} KiB; is this a topology file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TopologyError(f"{p}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    if "\x00" in text:
+        raise TopologyError(f"{p}: not a text file (it contains NUL bytes)")
     return parse_text(text, source=str(p))
 
 
@@ -510,8 +526,10 @@ class _Parser:
         for key, v in value.items():
             if not isinstance(key, str):
                 self.fail(path, f"config keys are flag names, got {_type(key)}")
-            if isinstance(v, dict):
-                self.fail((*path, key), "config values are scalars or lists (keys are flag names)")
+            # Flags take scalars or lists of scalars (repeatable flags); anything
+            # deeper is a mistake, and an alias bomb would only blow up later.
+            if isinstance(v, dict) or (isinstance(v, list) and any(isinstance(i, (list, dict)) for i in v)):
+                self.fail((*path, key), "config values are scalars or lists of scalars (keys are flag names)")
         return dict(value)
 
     def server(self, value: Any, path: yamlsrc.Path_, kinds: dict[str, str], servers: list[str]) -> str:
