@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from websockets.frames import Frame, Opcode
-from websockets.protocol import CLIENT, OPEN, Protocol
+from websockets.protocol import CLIENT, OPEN, SERVER, Protocol
 
 from ..log import fields
 
@@ -49,6 +49,7 @@ from .frames import ErrorCode
 from .pipe import take_read_ahead
 from .session import Session
 from .streams import TunnelStream
+from .wsread import BinaryMessageReader
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +92,32 @@ def code_name(code: int) -> str:
         return str(code)
 
 
-class _WireProtocol(asyncio.Protocol):
-    """Receives the websocket's bytes straight from the transport; tracks write pause."""
+class _WireProtocol(asyncio.BufferedProtocol):
+    """Receives the websocket's bytes straight from the transport; tracks write pause.
+
+    A buffered protocol: whole binary messages are read (decrypted, with TLS)
+    in place into one buffer per message by :class:`BinaryMessageReader`;
+    everything else goes to websockets' Protocol as before.
+    """
 
     def __init__(self, conn: "TunnelConnection") -> None:
         self.conn = conn
         self.paused = False
         self.lost = False
         self._resume: asyncio.Future[None] | None = None
+        ws = conn.ws
+        self.reader = BinaryMessageReader(
+            masked=ws.side is SERVER,
+            max_size=ws.max_message_size or WS_MAX_SIZE,
+            on_message=conn._on_message,
+            on_passthrough=conn._on_bytes,
+            fast_ok=lambda: ws.state is OPEN and ws.current_size is None,
+        )
+        self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign]
+        self.buffer_updated = self.reader.buffer_updated  # type: ignore[method-assign]
 
-    def data_received(self, data: bytes) -> None:
-        self.conn._on_bytes(data)
+    def data_received(self, data: bytes) -> None:  # transports without get_buffer
+        self.reader.feed(data)
 
     def eof_received(self) -> bool | None:
         self.conn._on_eof()
@@ -182,7 +198,7 @@ class TunnelConnection:
         with contextlib.suppress(Exception):
             transport.resume_reading()
         if pending or ahead:
-            self.ws.receive_data(pending + ahead)
+            self._wire.reader.feed(pending + ahead)
         self._process_ws_events()
         if at_eof:
             self._on_eof()
@@ -228,8 +244,8 @@ class TunnelConnection:
 
     # ---- called by streams ---------------------------------------------------
 
-    def send_data(self, sid: int, data: bytes | bytearray | memoryview) -> None:
-        self.session.send_data(sid, data)
+    def send_data(self, sid: int, data: bytes | bytearray | memoryview, *, owned: bool = False) -> None:
+        self.session.send_data(sid, data, owned=owned)
         self._wake.set()
 
     def send_fin(self, sid: int) -> None:
@@ -263,6 +279,13 @@ class TunnelConnection:
 
     # ---- loops ----------------------------------------------------------------
 
+    def _on_message(self, data: bytes | memoryview) -> None:
+        """One whole binary websocket message (the fast path of BinaryMessageReader)."""
+        if self.session.closed is None:
+            self.session.receive_data(data, self.now)
+            self._process_session_events()
+            self._wake.set()
+
     def _on_bytes(self, data: bytes) -> None:
         if self.session.closed is None:
             self.ws.receive_data(data)
@@ -270,6 +293,10 @@ class TunnelConnection:
 
     def _on_eof(self) -> None:
         if self.session.closed is None:
+            cut = self._wire.reader.buffered if hasattr(self, "_wire") else 0
+            if cut:  # websockets never saw this message's header, so it cannot tell
+                self.session.close(ErrorCode.PROTOCOL, f"websocket error: connection ended inside a message ({cut} bytes)")
+                self._process_session_events()
             self.ws.receive_eof()
             self._process_ws_events()
             self.session.receive_eof(self.now)

@@ -280,6 +280,9 @@ class FrameParser:
             self._pos = pos
             yield Frame(FrameType(ftype), flags, sid, view[start:pos])
         self._pos = pos
+        if pos == end and end:  # all parsed: let go of the fed buffer (it may be reused)
+            self._chunk = memoryview(b"")
+            self._pos = 0
 
     def _from_carry(self) -> Iterator[Frame]:
         buf = self._carry

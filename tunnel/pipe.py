@@ -12,11 +12,14 @@ import logging
 from typing import Any
 
 from ..log import fields
+from .bufpool import BufferPool
 from .streams import WRITE_HIGH_WATER
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+READ_BUFFER = 1024 * 1024  # pooled TCP read buffer; reads fill it in turn
+MIN_READ = 64 * 1024  # start a new buffer when less than this is left
 
 
 def take_read_ahead(reader: asyncio.StreamReader) -> bytes:
@@ -64,13 +67,20 @@ async def pipe(a_reader: Any, a_writer: Any, b_reader: Any, b_writer: Any) -> No
                 w.close()
 
 
-class _TcpSide(asyncio.Protocol):
+class _TcpSide(asyncio.BufferedProtocol):
     """Reads the TCP side straight into the tunnel writer (no StreamReader copies)
-    and tracks the TCP transport's write pause for the other direction."""
+    and tracks the TCP transport's write pause for the other direction.
+
+    A buffered protocol: the socket is read into big pooled buffers and the
+    tunnel gets views of them, handed over without a copy (``write_owned``).
+    Measured at 1 GiB: the default fresh 256 KiB ``bytes`` per recv cost the
+    server ~30 % of its CPU in page faults inside recv (see bufpool.py).
+    """
 
     def __init__(self, transport: asyncio.Transport, tunnel_writer: Any) -> None:
         self.transport = transport
         self.tw = tunnel_writer
+        self._write = getattr(tunnel_writer, "write_owned", None) or tunnel_writer.write
         loop = asyncio.get_running_loop()
         self.read_done: asyncio.Future[None] = loop.create_future()
         self.lost = False
@@ -78,6 +88,9 @@ class _TcpSide(asyncio.Protocol):
         self._write_paused = False
         self._resume: asyncio.Future[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
+        self._pool = BufferPool(READ_BUFFER)
+        self._view: memoryview | None = None
+        self._off = 0
 
     def _finish(self, exc: BaseException | None) -> None:
         if not self.read_done.done():
@@ -87,9 +100,24 @@ class _TcpSide(asyncio.Protocol):
                 self.read_done.set_exception(exc)
                 self.read_done.exception()  # retrieved by pipe_tcp; avoid "never retrieved" noise
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._view is None or len(self._view) - self._off < MIN_READ:
+            self._view = None  # our own view would keep the old buffer "shared"
+            self._view = memoryview(self._pool.get())
+            self._off = 0
+        return self._view[self._off :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._view is not None
+        start, self._off = self._off, self._off + nbytes
+        self._deliver(self._view[start : self._off], self._write)
+
+    def data_received(self, data: bytes) -> None:  # transports without get_buffer
+        self._deliver(data, self.tw.write)
+
+    def _deliver(self, data: bytes | memoryview, write: Any) -> None:
         try:
-            self.tw.write(data)
+            write(data)
         except Exception as exc:  # the tunnel stream was reset
             self._finish(exc)
             return

@@ -294,14 +294,15 @@ class Session:
         self._control.append(fr.encode_open_ack(sid, code, 0, message))
         self._forget(st)
 
-    def send_data(self, sid: int, data: bytes | bytearray | memoryview) -> None:
-        """Queue data; it leaves as credit allows. Mutable buffers are copied."""
+    def send_data(self, sid: int, data: bytes | bytearray | memoryview, *, owned: bool = False) -> None:
+        """Queue data; it leaves as credit allows. Mutable buffers are copied,
+        unless ``owned``: the caller hands the buffer over and never changes it."""
         st = self._local_stream(sid)
         if st.fin_queued or not can_send(st.state):  # type: ignore[arg-type]
             raise InvalidState(f"stream {sid} cannot send in state {_name(st.state)}")
         if not data:
             return
-        if not isinstance(data, bytes):
+        if not owned and not isinstance(data, bytes):
             data = bytes(data)
         st.out.append(memoryview(data))
         st.out_bytes += len(data)

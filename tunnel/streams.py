@@ -254,6 +254,16 @@ class TunnelWriter:
             raise ConnectionResetError("write after write_eof()/close()")
         st.conn.send_data(st.id, data)
 
+    def write_owned(self, data: memoryview) -> None:
+        """Like :meth:`write`, without the copy a mutable buffer gets: the caller
+        hands ``data`` over and never changes it (relays reading into fresh buffers)."""
+        st = self._stream
+        if st.exc is not None:
+            raise st.exc
+        if st.fin_sent:
+            raise ConnectionResetError("write after write_eof()/close()")
+        st.conn.send_data(st.id, data, owned=True)
+
     def writelines(self, data: Any) -> None:
         for chunk in data:
             self.write(chunk)
