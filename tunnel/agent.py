@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from websockets.client import ClientProtocol
+from websockets.exceptions import WebSocketException
 from websockets.frames import Frame
 from websockets.http11 import Response as WSResponse
 from websockets.uri import parse_uri
@@ -102,9 +103,12 @@ class TunnelAgent:
                 self.last_error = str(exc)
                 retry_after = exc.retry_after
                 log.warning("tunnel handshake refused", extra=fields(server=self.config.server, status=exc.status, error=str(exc)))
-            except (OSError, asyncio.TimeoutError, ssl.SSLError, TunnelError, EOFError) as exc:
+            except (OSError, asyncio.TimeoutError, ssl.SSLError, TunnelError, EOFError, WebSocketException) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("tunnel connect failed", extra=fields(server=self.config.server, error=self.last_error))
+            except Exception as exc:  # the reconnect loop must outlive any one session's failure
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("tunnel session failed unexpectedly", exc_info=True, extra=fields(server=self.config.server))
             if self._stopping:
                 break
             delay = backoff_delay(attempt, base=self.config.backoff_base, cap=self.config.backoff_cap)
