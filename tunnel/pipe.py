@@ -18,8 +18,11 @@ from .streams import WRITE_HIGH_WATER
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
-READ_BUFFER = 1024 * 1024  # pooled TCP read buffer; reads fill it in turn
-MIN_READ = 64 * 1024  # start a new buffer when less than this is left
+# Pooled TCP read buffers; reads fill one in turn. They start small (1,000 idle
+# streams must not pin 1 MiB each) and grow 4x whenever a read fills all it was offered.
+READ_BUFFER_MIN = 16 * 1024
+READ_BUFFER_MAX = 1024 * 1024
+MIN_READ = 4 * 1024  # start a new buffer when less than this is left
 
 
 def take_read_ahead(reader: asyncio.StreamReader) -> bytes:
@@ -88,9 +91,10 @@ class _TcpSide(asyncio.BufferedProtocol):
         self._write_paused = False
         self._resume: asyncio.Future[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
-        self._pool = BufferPool(READ_BUFFER)
+        self._pool = BufferPool(READ_BUFFER_MIN)
         self._view: memoryview | None = None
         self._off = 0
+        self._offered = 0
 
     def _finish(self, exc: BaseException | None) -> None:
         if not self.read_done.done():
@@ -105,10 +109,13 @@ class _TcpSide(asyncio.BufferedProtocol):
             self._view = None  # our own view would keep the old buffer "shared"
             self._view = memoryview(self._pool.get())
             self._off = 0
+        self._offered = len(self._view) - self._off
         return self._view[self._off :]
 
     def buffer_updated(self, nbytes: int) -> None:
         assert self._view is not None
+        if nbytes == self._offered and self._pool.size < READ_BUFFER_MAX:
+            self._pool.size = min(self._pool.size * 4, READ_BUFFER_MAX)  # a bulk sender: read more at once
         start, self._off = self._off, self._off + nbytes
         self._deliver(self._view[start : self._off], self._write)
 
@@ -177,7 +184,7 @@ async def pipe_tcp(tcp_reader: asyncio.StreamReader, tcp_writer: asyncio.StreamW
         side.data_received(ahead)
     if tcp_reader.at_eof():
         side.eof_received()
-    else:
+    elif not side._reading_paused:  # a big read-ahead may have paused it already
         with contextlib.suppress(Exception):
             transport.resume_reading()
 
