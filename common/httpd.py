@@ -29,6 +29,7 @@ from .log import fields
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 3 * 1024 * 1024  # the upstream apiserver's request cap
+MAX_HEAD = 64 * 1024  # request line + headers
 HEADER_TIMEOUT = 10.0  # slowloris guard: a request head must arrive in this time
 IDLE_TIMEOUT = 120.0  # keep-alive connections idle longer than this are closed
 READ_SIZE = 64 * 1024
@@ -136,7 +137,7 @@ class _Connection:
         self.server = server
         self.reader = reader
         self.writer = writer
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self.taken = False
         peer = writer.get_extra_info("peername")
         self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) else None
@@ -180,7 +181,12 @@ class _Connection:
                     return
                 self.h11.start_next_cycle()
         except h11.RemoteProtocolError as exc:
-            await self._send_error_if_possible(exc.error_status_hint, f"bad request: {exc}")
+            message = f"bad request: {exc}"
+            if exc.error_status_hint == 431:  # h11 says "Receive buffer too long"
+                message = f"the request line and headers are larger than the {MAX_HEAD // 1024} KiB limit"
+            await self._send_error_if_possible(exc.error_status_hint, message)
+        except h11.LocalProtocolError as exc:  # our answer broke HTTP framing: one line, not a task crash
+            log.warning("response violated HTTP framing; connection closed", extra=fields(error=str(exc)))
         except (ConnectionError, asyncio.IncompleteReadError, _ClientGone, ssl.SSLError, asyncio.TimeoutError):
             pass
         finally:
@@ -236,9 +242,9 @@ class _Connection:
             return
         if response is TAKEN_OVER:
             raise RuntimeError("handler returned TAKEN_OVER without take_over()")
-        await self._send_response(response)
+        await self._send_response(response, head=request.method == "HEAD")
 
-    async def _send_response(self, response: Response, *, close: bool = False) -> None:
+    async def _send_response(self, response: Response, *, close: bool = False, head: bool = False) -> None:
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         streaming = not isinstance(response.body, (bytes, bytearray))
         if not streaming:
@@ -246,7 +252,14 @@ class _Connection:
         if close:
             headers.append((b"connection", b"close"))
         self.writer.write(self.h11.send(h11.Response(status_code=response.status, headers=headers)))
-        if streaming:
+        if head:
+            # A HEAD answer has headers only; h11 refuses body bytes (it used to
+            # raise LocalProtocolError out of the connection task and drop it).
+            aclose = getattr(response.body, "aclose", None)
+            if streaming and aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        elif streaming:
             await self._stream(response.body)  # type: ignore[arg-type]
         elif response.body:
             self.writer.write(self.h11.send(h11.Data(data=response.body)))

@@ -23,6 +23,7 @@ from edgectl.log import fields
 
 from . import discovery, fieldcheck, protobuf, status, tables
 from .auth import RequestAttributes, authorize, forbidden_message
+from .bodyshape import check_shape
 from .nodeproxy import node_proxy_target, split_node_name
 from .patch import PATCH_TYPES, PatchError, apply_patch
 from .registry import ALL, Obj, Registry, Selection, WatchStream, now_rfc3339
@@ -98,13 +99,18 @@ def decode_body(req: Request, *, what: str = "object") -> Any:
     ctype = (req.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
     try:
         if ctype in ("application/yaml", "application/x-yaml", "text/yaml", "application/apply-patch+yaml"):
-            return yaml.safe_load(req.body.decode("utf-8"))
-        if ctype == "application/vnd.kubernetes.protobuf":
+            doc = yaml.safe_load(req.body.decode("utf-8"))
+        elif ctype == "application/vnd.kubernetes.protobuf":
             return protobuf.decode_object(req.body)
-        if ctype == "application/cbor":
+        elif ctype == "application/cbor":
             raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
                                 f"application/json, application/yaml (got {ctype})", "UnsupportedMediaType")
-        return json.loads(req.body)
+        else:
+            doc = json.loads(req.body)
+        check_shape(doc, body_size=len(req.body))  # deep/recursive/alias bombs: 400, not a 500 later
+        return doc
+    except RecursionError:
+        raise status.bad_request("the body of the request could not be decoded: nested too deeply") from None
     except ApiError:
         raise
     except protobuf.ProtobufError as exc:

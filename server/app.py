@@ -36,7 +36,7 @@ from .registry import Registry
 from .status import ApiError
 from .storage.base import StorageError
 from .storage.sqlite import SQLiteBackend
-from .token import load_or_create_token
+from .token import check_token_flag, load_or_create_token
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class ControlPlane:
 
     async def start(self) -> tuple[str, int]:
         cfg = self.config
+        if cfg.token is not None:
+            check_token_flag(cfg.token)  # a bad --token must fail before a CA is made for nothing
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         pki = await asyncio.to_thread(ClusterPKI.load_or_create, cfg.data_dir / "tls", sans=self._sans())
         self.pki = pki

@@ -62,9 +62,13 @@ def server(data_dir: Path, bind_address: str, https_listen_port: int, write_kube
     except ValueError:
         raise EdgectlError(f"--bind-address: {bind_address!r} is not an IP address") from None
     service = _cidr(service_cidr, "--service-cidr")
+    cluster = _cidr(cluster_cidr, "--cluster-cidr")
+    if ipaddress.ip_network(service).overlaps(ipaddress.ip_network(cluster)):
+        # Pod IPs and Service IPs from one range would collide; upstream refuses too.
+        raise EdgectlError(f"--service-cidr {service} overlaps --cluster-cidr {cluster}; give them separate ranges")
     config = ServerConfig(
         data_dir=data_dir, bind_address=bind_address, https_port=https_listen_port, write_kubeconfig=write_kubeconfig,
-        token=token, tls_sans=tls_san, cluster_cidr=_cidr(cluster_cidr, "--cluster-cidr"), service_cidr=service,
+        token=token, tls_sans=tls_san, cluster_cidr=cluster, service_cidr=service,
         cluster_dns=str(ipaddress.ip_network(service).network_address + 10), flannel_backend=flannel_backend,
         egress_selector_mode=egress_selector_mode, max_request_body=max_request_body, disable_agent=disable_agent,
     )

@@ -7,6 +7,7 @@ file as the list of "what upstream fills in" (which ``kubectl describe`` and
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +142,8 @@ async def _service(registry: "Registry", res: Resource, obj: Obj, old: Obj | Non
         spec["clusterIPs"] = old_spec.get("clusterIPs", [old_spec["clusterIP"]])
     if not spec.get("clusterIP"):
         spec["clusterIP"] = await _allocate_ip(registry, res, obj)
+    elif spec["clusterIP"] != "None" and spec["clusterIP"] != old_spec.get("clusterIP"):
+        await _check_requested_ip(registry, res, obj, spec["clusterIP"])
     if spec["clusterIP"] != "None":
         spec.setdefault("clusterIPs", [spec["clusterIP"]])
         spec.setdefault("ipFamilies", ["IPv4"])
@@ -148,6 +151,7 @@ async def _service(registry: "Registry", res: Resource, obj: Obj, old: Obj | Non
     if spec["type"] in ("NodePort", "LoadBalancer"):
         spec.setdefault("externalTrafficPolicy", "Cluster")
         old_ports = {(p.get("port"), p.get("protocol")): p.get("nodePort") for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+        await _check_requested_node_ports(registry, res, obj, old_spec)
         for port in spec.get("ports") or []:
             if isinstance(port, dict) and not port.get("nodePort"):
                 port["nodePort"] = old_ports.get((port.get("port"), port.get("protocol"))) or await _allocate_node_port(registry, res, obj)
@@ -173,6 +177,55 @@ async def _allocate_ip(registry: "Registry", res: Resource, obj: Obj) -> str:
             if ip not in used:
                 return ip
     raise status.ApiError(500, f"no free cluster IP in {net}", "InternalError")
+
+
+def _others(services: list[Obj], obj: Obj) -> list[Obj]:
+    me = (obj["metadata"].get("namespace"), obj["metadata"].get("name"))
+    return [s for s in services if ((s.get("metadata") or {}).get("namespace"), (s.get("metadata") or {}).get("name")) != me]
+
+
+async def _check_requested_ip(registry: "Registry", res: Resource, obj: Obj, ip: Any) -> None:
+    """A clusterIP the user chose must be in --service-cidr and free (upstream's
+    allocator refuses both; accepting them gave Services unroutable or shared IPs)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except (TypeError, ValueError):
+        return  # not an IP at all: validation reports it with the other field errors
+    net = registry.service_net
+    if addr not in net:
+        problem = f"the provided IP ({ip}) is not in the valid range. The range of valid IPs is {net}"
+    else:
+        async with registry._alloc_lock:
+            taken = any((s.get("spec") or {}).get("clusterIP") == str(addr)
+                        for s in _others(await _used_services(registry, res), obj))
+        if not taken:
+            return
+        problem = "provided IP is already allocated"
+    raise status.invalid("Service", obj["metadata"].get("name") or "", [status.Cause(
+        "spec.clusterIPs", f'Invalid value: ["{ip}"]: failed to allocate IP {ip}: {problem}')])
+
+
+async def _check_requested_node_ports(registry: "Registry", res: Resource, obj: Obj, old_spec: Obj) -> None:
+    low, high = registry.node_port_range
+    kept = {p.get("nodePort") for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+    requested = [(i, p.get("nodePort")) for i, p in enumerate(obj["spec"].get("ports") or [])
+                 if isinstance(p, dict) and isinstance(p.get("nodePort"), int) and not isinstance(p.get("nodePort"), bool)
+                 and p.get("nodePort") and p.get("nodePort") not in kept]
+    if not requested:
+        return
+    used = {p.get("nodePort") for s in _others(await _used_services(registry, res), obj)
+            for p in ((s.get("spec") or {}).get("ports") or []) if isinstance(p, dict)}
+    causes = []
+    for i, port in requested:
+        if not low <= port <= high:
+            problem = f"provided port is not in the valid range. The range of valid ports is {low}-{high}"
+        elif port in used:
+            problem = "provided port is already allocated"
+        else:
+            continue
+        causes.append(status.Cause(f"spec.ports[{i}].nodePort", f"Invalid value: {port}: {problem}"))
+    if causes:
+        raise status.invalid("Service", obj["metadata"].get("name") or "", causes)
 
 
 async def _allocate_node_port(registry: "Registry", res: Resource, obj: Obj) -> int:

@@ -9,7 +9,7 @@ import logging
 import secrets
 from pathlib import Path
 
-from edgectl.joinproto import JoinToken, TokenError, ca_hash, check_secret, parse_token, secret_matches
+from edgectl.joinproto import TOKEN_PREFIX, JoinToken, TokenError, ca_hash, check_secret, parse_token, secret_matches
 from edgectl.log import fields
 from edgectl.server.pki.files import write_atomic
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_FILE = "token"
 
-__all__ = ["JoinToken", "TokenError", "generate_secret", "load_or_create_token", "make_token", "parse_token", "presented_secret_ok"]
+__all__ = ["JoinToken", "TokenError", "check_token_flag", "generate_secret", "load_or_create_token", "make_token", "parse_token", "presented_secret_ok"]
 
 
 def generate_secret() -> str:
@@ -29,6 +29,14 @@ def make_token(ca_pem: bytes, secret: str) -> JoinToken:
     return JoinToken(ca_hash=ca_hash(ca_pem), secret=check_secret(secret))
 
 
+def check_token_flag(value: str) -> str:
+    """Validate ``--token`` before anything is created: a secret, or a whole
+    ``K10...`` token copied from ``<data-dir>/token`` (as k3s accepts)."""
+    if value.startswith(TOKEN_PREFIX):
+        return parse_token(value).secret
+    return check_secret(value)
+
+
 def load_or_create_token(data_dir: Path, ca_pem: bytes, *, secret: str | None = None) -> JoinToken:
     """The cluster token, written to ``<data-dir>/token``.
 
@@ -38,6 +46,13 @@ def load_or_create_token(data_dir: Path, ca_pem: bytes, *, secret: str | None = 
     """
     path = data_dir / TOKEN_FILE
     existing: JoinToken | None = None
+    if secret is not None and secret.startswith(TOKEN_PREFIX):
+        full = parse_token(secret)
+        if not full.matches_ca(ca_pem):
+            raise TokenError(f"--token is a full token for another cluster's CA (hash {full.ca_hash[:16]}..., "
+                             f"this server's CA hashes to {ca_hash(ca_pem)[:16]}...); give only the secret, "
+                             "or the token from this server's <data-dir>/token")
+        secret = full.secret
     try:
         if path.exists():
             try:

@@ -1,0 +1,45 @@
+"""Bounds on the shape of a decoded request body, checked before any handler runs.
+
+Everything after decoding (validation, field checks, patches, storage encoding)
+walks objects recursively, so a body nested a few thousand levels deep would end
+in ``RecursionError`` and a 500. YAML adds aliases: ``a: &a [*a]`` decodes to a
+list that contains itself, and a few hundred bytes of nested aliases expand to
+millions of nodes. No Kubernetes object nests anywhere near ``MAX_DEPTH`` (a pod
+is about 12 levels deep), and a body without aliases has at most one node per
+byte, so both limits only ever reject hostile input.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+MAX_DEPTH = 128
+
+
+class BodyShapeError(ValueError):
+    """The decoded body is too deep, recursive or expands far beyond its size."""
+
+
+def check_shape(doc: Any, *, body_size: int, max_depth: int = MAX_DEPTH) -> None:
+    """Raise :class:`BodyShapeError` unless ``doc`` is a plain tree of bounded
+    depth with no more nodes than the body had bytes (iterative: no recursion)."""
+    budget = body_size + 16
+    # (container, depth, ids of the containers on the path to it)
+    stack: list[tuple[Any, int, frozenset[int]]] = [(doc, 1, frozenset())]
+    nodes = 0
+    while stack:
+        obj, depth, path = stack.pop()
+        nodes += 1
+        if nodes > budget:
+            raise BodyShapeError(f"the body expands to more than {budget} values (YAML aliases?)")
+        if isinstance(obj, dict):
+            children: Any = obj.values()
+        elif isinstance(obj, list):
+            children = obj
+        else:
+            continue
+        if id(obj) in path:
+            raise BodyShapeError("the body refers to itself (a recursive YAML alias)")
+        if depth > max_depth:
+            raise BodyShapeError(f"the body is nested more than {max_depth} levels deep")
+        inner = path | {id(obj)}
+        stack.extend((child, depth + 1, inner) for child in children)

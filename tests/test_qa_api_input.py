@@ -1,0 +1,162 @@
+"""QA: hostile requests to a real `edgectl server` get a Status with the right
+code, store nothing, and leave no ERROR or traceback in the server log."""
+from __future__ import annotations
+
+import http.client
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgectl.server.testing import ServerProcess, kubectl_path
+
+CMS = "/api/v1/namespaces/default/configmaps"
+SVCS = "/api/v1/namespaces/default/services"
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("qa-api"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+    log = server.log_path.read_text()
+    # Every case above is a user error: none may reach the log as a failure.
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+
+def names(srv: ServerProcess, path: str) -> set[str]:
+    code, body = srv.json("GET", path)
+    assert code == 200, body
+    return {o["metadata"]["name"] for o in body["items"]}
+
+
+def post(srv: ServerProcess, path: str, body: bytes, ctype: str) -> tuple[int, dict]:
+    code, payload = srv.json("POST", path, body, headers={"Content-Type": ctype})
+    assert isinstance(payload, dict), payload
+    return code, payload
+
+
+def laughs(levels: int) -> str:
+    lines = []
+    prev = None
+    for c in "abcdefghij"[:levels]:
+        items = ", ".join([f"*{prev}"] * 9) if prev else ", ".join(['"lol"'] * 9)
+        lines.append(f"      {c}: &{c} [{items}]")
+        prev = c
+    return ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: laughs\n  managedFields:\n  - manager: x\n"
+            "    fieldsV1:\n" + "\n".join(lines) + "\n")
+
+
+DEEP_JSON = ('{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"deep"},"x":'
+             + "[" * 100000 + "]" * 100000 + "}").encode()
+BAD_SHAPES = [
+    # RecursionError in json.loads / the YAML composer used to be a 500 InternalError.
+    pytest.param(DEEP_JSON, "application/json", "nested too deeply", id="json-100k-deep"),
+    pytest.param(b"x: " + b"[" * 5000 + b"]" * 5000, "application/yaml", "nested too deeply", id="yaml-5k-deep"),
+    # Deep enough to decode, too deep for everything recursive after it.
+    pytest.param(('{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"d"},"x":' + "[" * 900 + "]" * 900 + "}").encode(),
+                 "application/json", "nested more than 128 levels", id="json-900-deep"),
+    # `&a [*a]` decodes to a list containing itself.
+    pytest.param(b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: rec}\nextra: &a [*a]\n", "application/yaml",
+                 "refers to itself", id="yaml-recursive-alias"),
+    # ~2 KB of YAML expanding to 9^8 values.
+    pytest.param(laughs(8).encode(), "application/yaml", "expands to more than", id="yaml-alias-bomb"),
+]
+
+
+@pytest.mark.parametrize("body, ctype, fragment", BAD_SHAPES)
+def test_hostile_body_shapes_are_400(srv: ServerProcess, body: bytes, ctype: str, fragment: str) -> None:
+    before = names(srv, CMS)
+    code, st = post(srv, CMS, body, ctype)
+    assert (code, st["kind"], st["reason"], st["code"]) == (400, "Status", "BadRequest", 400), st
+    assert fragment in st["message"]
+    assert names(srv, CMS) == before
+
+
+def test_normal_yaml_with_aliases_still_works(srv: ServerProcess) -> None:
+    body = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: anchors, labels: &l {app: x}, annotations: *l}\ndata: {k: v}\n"
+    code, obj = post(srv, CMS, body, "application/yaml")
+    assert code == 201, obj
+    assert obj["metadata"]["annotations"] == {"app": "x"}
+
+
+def svc(name: str, **spec: object) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"ports": [{"port": 80}], **spec}}
+
+
+def test_service_ips_and_node_ports_must_be_allocatable(srv: ServerProcess) -> None:
+    """A clusterIP outside --service-cidr, or one already used, was stored as given
+    (unroutable / two Services on one IP); the same for nodePorts."""
+    before = names(srv, SVCS)
+    cases = [
+        (svc("out-of-range", clusterIP="192.168.1.1"), "spec.clusterIPs",
+         "is not in the valid range. The range of valid IPs is 10.43.0.0/16"),
+        (svc("taken", clusterIP="10.43.0.1"), "spec.clusterIPs", "provided IP is already allocated"),
+        (svc("low-port", type="NodePort", ports=[{"port": 80, "nodePort": 80}]), "spec.ports[0].nodePort",
+         "The range of valid ports is 30000-32767"),
+    ]
+    for body, field, fragment in cases:
+        code, st = srv.json("POST", SVCS, body)
+        assert (code, st["reason"]) == (422, "Invalid"), st
+        assert st["details"]["causes"][0]["field"] == field and fragment in st["message"], st
+    assert names(srv, SVCS) == before
+
+    code, first = srv.json("POST", SVCS, svc("np1", type="NodePort", clusterIP="10.43.77.7",
+                                              ports=[{"port": 80, "nodePort": 30777}]))
+    assert code == 201, first
+    code, st = srv.json("POST", SVCS, svc("np2", type="NodePort", ports=[{"port": 80, "nodePort": 30777}]))
+    assert (code, st["reason"]) == (422, "Invalid") and "provided port is already allocated" in st["message"], st
+    code, st = srv.json("POST", SVCS, svc("ip2", clusterIP="10.43.77.7"))
+    assert code == 422 and "already allocated" in st["message"], st
+    # Updating the Service that owns them keeps its own IP and port.
+    first["spec"]["ports"][0]["port"] = 81
+    code, upd = srv.json("PUT", f"{SVCS}/np1", first)
+    assert code == 200, upd
+    assert upd["spec"]["clusterIP"] == "10.43.77.7" and upd["spec"]["ports"][0]["nodePort"] == 30777
+    assert names(srv, SVCS) == before | {"np1"}
+
+
+def test_kubectl_apply_service_out_of_range(srv: ServerProcess, tmp_path: Path) -> None:
+    if not kubectl_path("1.33").exists():
+        pytest.skip("kubectl 1.33 not installed")
+    f = tmp_path / "svc.yaml"
+    f.write_text(json.dumps(svc("kubectl-bad", clusterIP="172.16.0.9")))
+    out = srv.kubectl("1.33", "apply", "-f", str(f), check=False)
+    assert out.returncode == 1
+    assert "is not in the valid range" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_head_requests_answer_headers_and_keep_the_connection(srv: ServerProcess) -> None:
+    """HEAD made h11 raise 'Too much data for declared Content-Length' in the
+    connection task: an ERROR in the log and a dropped keep-alive connection."""
+    srv.request("GET", "/healthz")  # make sure the kept-alive connection exists
+    conn = srv._conn
+    assert conn is not None
+    for path in ("/api/v1/pods", "/healthz", "/api/v1/pods?watch=1&timeoutSeconds=1"):
+        conn.request("HEAD", path)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b""
+    code, _, _ = srv.request("GET", "/healthz")  # same connection, still usable
+    assert code == 200 and srv._conn is conn
+
+
+def test_oversized_request_head_is_a_clear_431(srv: ServerProcess) -> None:
+    conn = http.client.HTTPSConnection(srv.host, srv.port, context=srv._ctx, timeout=10)
+    try:
+        # Many header lines arrive over several reads, so h11's limit always applies.
+        conn.putrequest("GET", "/api/v1/pods")
+        for i in range(3000):
+            conn.putheader(f"X-Filler-{i}", "v" * 40)
+        conn.endheaders()
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert resp.status == 431 and body["kind"] == "Status" and body["code"] == 431
+    assert re.search(r"request line and headers are larger than the 64 KiB limit", body["message"]), body
