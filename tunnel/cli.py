@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import yaml
 
 from ..errors import EdgectlError
 from ..paths import ADMIN_KUBECONFIG
-from .clientconfig import Credentials, from_kubeconfig
+from .clientconfig import Credentials, from_kubeconfig, read_text_file
 from .server import STATUS_PATH
 
 
@@ -22,20 +24,40 @@ def tunnel() -> None:
 
 
 def fetch_status(creds: Credentials, *, streams: bool, timeout: float = 10.0) -> dict[str, Any]:
+    parts = urllib.parse.urlsplit(creds.server)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise EdgectlError(f"server URL {creds.server!r}: expected https://HOST:PORT")
     url = f"{creds.server}{STATUS_PATH}?streams={'true' if streams else 'false'}"
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
     if creds.token:
         req.add_header("Authorization", f"Bearer {creds.token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout, context=creds.ssl_context() if url.startswith("https") else None) as resp:
+        context = creds.ssl_context() if url.startswith("https") else None
+    except (ssl.SSLError, ValueError) as exc:
+        raise EdgectlError(f"unusable TLS credentials (CA, client certificate or key in the kubeconfig or "
+                           f"--certificate-authority): {exc}") from None
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return json.loads(resp.read())  # type: ignore[no-any-return]
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace").strip()
-        raise EdgectlError(f"{url}: HTTP {exc.code}: {detail or exc.reason}") from None
+        try:  # the server answers errors as Status objects: show their message
+            detail = json.loads(detail).get("message") or detail
+        except (ValueError, AttributeError):
+            pass
+        hint = " (check the credentials: --token or the kubeconfig's user)" if exc.code in (401, 403) else ""
+        raise EdgectlError(f"{creds.server}: HTTP {exc.code}: {detail or exc.reason}{hint}") from None
     except urllib.error.URLError as exc:
         raise EdgectlError(f"cannot reach {creds.server}: {exc.reason}") from None
     except (OSError, ValueError) as exc:
         raise EdgectlError(f"{url}: {exc}") from None
+
+
+def _read_ca(path: str) -> str:
+    try:
+        return read_text_file(Path(path), what="PEM file")
+    except OSError as exc:
+        raise EdgectlError(f"--certificate-authority {path}: {exc.strerror or exc}") from None
 
 
 def _size(n: int) -> str:
@@ -106,7 +128,7 @@ def status(streams: bool, output: str, kubeconfig: Path, server: str | None, tok
         base = None
         if kubeconfig.exists():
             base = from_kubeconfig(kubeconfig)
-        ca = Path(ca_file).read_text() if ca_file else (base.ca_pem if base else None)
+        ca = _read_ca(ca_file) if ca_file else (base.ca_pem if base else None)
         creds = Credentials(server=server.rstrip("/"), ca_pem=ca, token=token or (base.token if base else None),
                             cert_pem=None if token else (base.cert_pem if base else None),
                             key_pem=None if token else (base.key_pem if base else None))
@@ -115,7 +137,7 @@ def status(streams: bool, output: str, kubeconfig: Path, server: str | None, tok
         if token:
             creds = Credentials(server=creds.server, ca_pem=creds.ca_pem, token=token)
         if ca_file:
-            creds = Credentials(server=creds.server, ca_pem=Path(ca_file).read_text(), token=creds.token, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
+            creds = Credentials(server=creds.server, ca_pem=_read_ca(ca_file), token=creds.token, cert_pem=creds.cert_pem, key_pem=creds.key_pem)
     doc = fetch_status(creds, streams=streams or output != "table")
     if output == "json":
         click.echo(json.dumps(doc, indent=2))

@@ -42,10 +42,28 @@ class Credentials:
         return ctx
 
 
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+def read_text_file(path: Path, *, what: str) -> str:
+    """A small UTF-8 file (kubeconfig, PEM), or one clear EdgectlError; OSError passes."""
+    with path.open("rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise EdgectlError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB; not a {what}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EdgectlError(f"{path}: not a {what} (not UTF-8 text)") from None
+
+
 def _named(items: Any, name: str, kind: str, source: str) -> dict[str, Any]:
-    for item in items or []:
+    for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and item.get("name") == name:
-            return item.get(kind) or {}
+            found = item.get(kind) or {}
+            if not isinstance(found, dict):
+                raise EdgectlError(f"{source}: {kind} {name!r} must be a mapping")
+            return found
     raise EdgectlError(f"{source}: no {kind} named {name!r}")
 
 
@@ -59,7 +77,7 @@ def _pem(entry: dict[str, Any], key: str, base: Path, source: str) -> str | None
         path = Path(entry[key])
         path = path if path.is_absolute() else base / path
         try:
-            return path.read_text()
+            return read_text_file(path, what="PEM file")
         except OSError as exc:
             raise EdgectlError(f"{source}: {key} {path}: {exc.strerror}") from None
     return None
@@ -68,11 +86,18 @@ def _pem(entry: dict[str, Any], key: str, base: Path, source: str) -> str | None
 def from_kubeconfig(path: Path) -> Credentials:
     source = str(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(read_text_file(path, what="kubeconfig"))
     except FileNotFoundError:
         raise EdgectlError(f"{source}: no such kubeconfig (use --kubeconfig or --server/--token)") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise EdgectlError(f"{source}: cannot read kubeconfig: {exc}") from None
+    except OSError as exc:
+        raise EdgectlError(f"{source}: cannot read kubeconfig: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise EdgectlError(f"{source}: not a kubeconfig: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise EdgectlError(f"{source}: not a kubeconfig: YAML nested too deeply") from None
     if not isinstance(doc, dict):
         raise EdgectlError(f"{source}: not a kubeconfig")
     ctx_name = doc.get("current-context")
@@ -81,7 +106,7 @@ def from_kubeconfig(path: Path) -> Credentials:
     ctx = _named(doc.get("contexts"), ctx_name, "context", source)
     cluster = _named(doc.get("clusters"), ctx.get("cluster", ""), "cluster", source)
     user = _named(doc.get("users"), ctx.get("user", ""), "user", source) if ctx.get("user") else {}
-    if not cluster.get("server"):
+    if not isinstance(cluster.get("server"), str) or not cluster["server"]:
         raise EdgectlError(f"{source}: cluster has no server URL")
     base = path.parent
     return Credentials(

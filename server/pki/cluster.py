@@ -89,6 +89,8 @@ class ClusterPKI:
         self._cas = cas
         self._leaves = leaves
         self._sans = sans
+        # Leaves whose files exist but cannot be used (garbage, wrong key): name -> why.
+        self.unusable: dict[str, str] = {}
 
     # ---- construction -------------------------------------------------
 
@@ -116,10 +118,12 @@ class ClusterPKI:
         now = now or issue.now_utc()
         with _os_errors(tls_dir):
             cas = {name: _load_or_create_ca(tls_dir, name, now=now) for name in ("server", "client")}
-            leaves = {name: pair for name in LEAVES if (pair := _read_pair(tls_dir, name)) is not None}
+            problems: dict[str, str] = {}
+            leaves = {name: pair for name in LEAVES if (pair := _read_pair(tls_dir, name, problems)) is not None}
             serving = leaves.get(SERVING)
             dns, ips = issue.sans_of(serving.cert) if serving else (set(), set())
             pki = cls(tls_dir, cas, leaves, split_sans(sorted(dns) + sorted(ips)))
+            pki.unusable = problems
             if ensure:
                 pki._ensure_leaves(force=False, now=now)
         return pki
@@ -215,8 +219,11 @@ class ClusterPKI:
     def _ensure_leaves(self, *, force: bool, now: dt.datetime) -> list[str]:
         rotated = []
         for name, spec in LEAVES.items():
-            current = self._leaves.get(name) or _read_pair(self.tls_dir, name)
-            reason = "forced" if force else self._why_reissue(name, spec, current, now=now)
+            current = self._leaves.get(name)
+            if current is None and name not in self.unusable:
+                current = _read_pair(self.tls_dir, name, self.unusable)
+            broken = name in self.unusable
+            reason = "unusable" if broken else "forced" if force else self._why_reissue(name, spec, current, now=now)
             if reason is None and current is not None:
                 self._leaves[name] = current
                 continue
@@ -227,8 +234,11 @@ class ClusterPKI:
             )
             _write_pair(self.tls_dir, name, fresh)
             self._leaves[name] = fresh
-            if current is not None:  # first creation is not a rotation
+            why = self.unusable.pop(name, None)
+            if current is not None or broken:  # first creation is not a rotation; replacing garbage is
                 rotated.append(name)
+                if broken:
+                    log.warning("replaced an unusable certificate", extra=fields(name=name, error=why))
                 log.info("rotated certificate", extra=fields(name=name, reason=reason,
                                                             not_after=fresh.cert.not_valid_after_utc.isoformat()))
         return rotated
@@ -294,15 +304,16 @@ def _load_or_create_ca(tls_dir: Path, kind: str, *, now: dt.datetime) -> CertKey
     return pair
 
 
-def _read_pair(tls_dir: Path, name: str) -> CertKey | None:
-    """A leaf from disk, or None if missing or unreadable (it will be reissued)."""
+def _read_pair(tls_dir: Path, name: str, problems: dict[str, str]) -> CertKey | None:
+    """A leaf from disk, or None if missing or unreadable (recorded in ``problems``;
+    whoever loaded it decides whether to reissue or to report)."""
     crt, key = tls_dir / f"{name}.crt", tls_dir / f"{name}.key"
     if not (crt.exists() and key.exists()):
         return None
     try:
         return _parse_pair(crt, key)
     except EdgectlError as exc:
-        log.warning("unusable certificate, reissuing", extra=fields(name=name, error=str(exc)))
+        problems[name] = str(exc)
         return None
 
 
