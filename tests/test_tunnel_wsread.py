@@ -147,3 +147,18 @@ def test_pool_never_hands_out_a_viewed_buffer() -> None:
     assert unshared(a)
     assert pool.get() is a
     assert len(pool.get(4096)) >= 4096
+
+
+def test_idle_reader_gives_back_its_message_buffers() -> None:
+    got: list[memoryview] = []
+    reader = BinaryMessageReader(masked=False, max_size=4 << 20, on_message=got.append, on_passthrough=lambda b: None, fast_ok=lambda: True)
+    big = raw_frame(0x2, b"q" * (POOLED_MIN * 2), mask=False)
+    reader.feed(big)
+    kept = got.pop().obj
+    reader.trim_idle()  # a big message came since the last tick: keep the buffers
+    reader.feed(big)
+    assert got.pop().obj is kept
+    reader.trim_idle()
+    reader.trim_idle()  # a whole tick without big messages: buffers dropped
+    reader.feed(big)
+    assert got.pop().obj is not kept

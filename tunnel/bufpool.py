@@ -31,6 +31,10 @@ class BufferPool:
         self.keep = keep
         self._bufs: list[bytearray] = []
 
+    def clear(self) -> None:
+        """Forget the kept buffers (idle connections should not pin megabytes)."""
+        self._bufs = []
+
     def get(self, n: int = 0) -> bytearray:
         """A buffer of at least ``max(n, size)`` bytes that nobody else sees."""
         want = max(n, self.size)

@@ -171,6 +171,7 @@ class TunnelConnection:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._next_trim = self._loop.time()
 
     # ---- identity and stats ------------------------------------------------
 
@@ -312,6 +313,9 @@ class TunnelConnection:
             session.tick(self.now)
             self._process_session_events()
             self._wake.set()
+            if self.now >= self._next_trim:  # idle sessions give back their message buffers
+                self._next_trim = self.now + session.config.ping_interval
+                self._wire.reader.trim_idle()
 
     async def _write_loop(self) -> None:
         session, ws, wire = self.session, self.ws, self._wire

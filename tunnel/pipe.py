@@ -95,6 +95,7 @@ class _TcpSide(asyncio.BufferedProtocol):
         self._view: memoryview | None = None
         self._off = 0
         self._offered = 0
+        self._small_reads = 0
 
     def _finish(self, exc: BaseException | None) -> None:
         if not self.read_done.done():
@@ -116,6 +117,13 @@ class _TcpSide(asyncio.BufferedProtocol):
         assert self._view is not None
         if nbytes == self._offered and self._pool.size < READ_BUFFER_MAX:
             self._pool.size = min(self._pool.size * 4, READ_BUFFER_MAX)  # a bulk sender: read more at once
+        if nbytes >= MIN_READ:
+            self._small_reads = 0
+        elif self._pool.size > READ_BUFFER_MIN:
+            self._small_reads += 1
+            if self._small_reads >= 16:  # bulk is over: do not pin big buffers for an idle stream
+                self._pool.clear()
+                self._pool.size = READ_BUFFER_MIN
         start, self._off = self._off, self._off + nbytes
         self._deliver(self._view[start : self._off], self._write)
 

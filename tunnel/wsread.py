@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - pure-Python build of websockets
 # Header state reads into a scratch buffer: small frames are handled entirely
 # from it (one copy of a few bytes), big ones copy at most this much before the
 # rest is read straight into the message buffer.
-SCRATCH_SIZE = 16 * 1024
+SCRATCH_SIZE = 4 * 1024  # per connection: 1,000 agent sessions must stay cheap
 POOLED_MIN = 64 * 1024  # smaller messages get a fresh buffer (cheap, no page faults)
 _FAST_FIRST_BYTE = 0x82  # FIN=1, RSV1-3=0, opcode=BINARY
 
@@ -60,7 +60,8 @@ class BinaryMessageReader:
         self.fast_ok = fast_ok
         self._scratch = memoryview(bytearray(SCRATCH_SIZE))
         self._head = bytearray()
-        self._pool = BufferPool(POOLED_MIN)
+        self._pool = BufferPool(POOLED_MIN, keep=3)
+        self._pool_used = False
         self._msg: bytearray | None = None
         self._msg_view = memoryview(b"")
         self._pos = 0
@@ -111,6 +112,13 @@ class BinaryMessageReader:
                 if len(self._head) == self._header_size():
                     self._start_frame()
 
+    def trim_idle(self) -> None:
+        """Drop the kept message buffers if no big message came since the last call
+        (the connection calls this on its ping timer)."""
+        if not self._pool_used:
+            self._pool.clear()
+        self._pool_used = False
+
     @property
     def buffered(self) -> int:
         """Bytes of a frame received but not yet delivered."""
@@ -144,7 +152,11 @@ class BinaryMessageReader:
             if length == 0:
                 self.on_message(b"")
                 return
-            self._msg = self._pool.get(length) if length >= POOLED_MIN else bytearray(length)
+            if length >= POOLED_MIN:
+                self._msg = self._pool.get(length)
+                self._pool_used = True
+            else:
+                self._msg = bytearray(length)
             self._msg_view = memoryview(self._msg)[:length]
             self._pos = 0
         else:  # websockets validates (and acts on) everything else
