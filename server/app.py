@@ -89,6 +89,16 @@ def _status_error_body(code: int, message: str) -> httpd.Response:
     return status_response(ApiError(code, message))
 
 
+def _as_status(resp: httpd.Response) -> httpd.Response:
+    """The tunnel package answers errors in plain text (it knows no Status);
+    on the API port every error is a Status, Retry-After kept for 429s."""
+    if resp is httpd.TAKEN_OVER or resp.status < 400 or not isinstance(resp.body, bytes):
+        return resp
+    out = status_response(ApiError(resp.status, resp.body.decode("utf-8", "replace").strip()))
+    out.headers.extend((k, v) for k, v in resp.headers if k.lower() == "retry-after")
+    return out
+
+
 class ControlPlane:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -186,10 +196,13 @@ class ControlPlane:
             node = node_name_of(attrs.user) if attrs is not None else None
             if node is None:
                 return status_response(ApiError(403, "only node identities may open a tunnel", "Forbidden"))
-            return await self.tunnel.accept(req, node=node)
+            return _as_status(await self.tunnel.accept(req, node=node))
+
+        async def stats(req: httpd.Request) -> httpd.Response:
+            return _as_status(await self.tunnel.stats_handler(req))
 
         self.router.add(CONNECT_PATH, connect)
-        self.router.add(STATUS_PATH, self.tunnel.stats_handler)
+        self.router.add(STATUS_PATH, stats)
         assert self.pki is not None
         self.api.node_proxy = TunnelNodeProxy(self.tunnel, ssl_context=self.pki.kubelet_client_ssl_context(),
                                               kubelet_port=self._kubelet_port)

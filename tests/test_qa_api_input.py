@@ -160,3 +160,52 @@ def test_oversized_request_head_is_a_clear_431(srv: ServerProcess) -> None:
         conn.close()
     assert resp.status == 431 and body["kind"] == "Status" and body["code"] == 431
     assert re.search(r"request line and headers are larger than the 64 KiB limit", body["message"]), body
+
+
+def node_context(srv: ServerProcess, node: str, tmp_path: Path) -> "ssl.SSLContext":
+    import ssl
+
+    from edgectl.server.pki import ClusterPKI
+
+    certs = ClusterPKI.load(srv.data_dir / "tls", ensure=False).issue_node_certs(node, node_ips=["127.0.0.1"])
+    (tmp_path / "n.crt").write_bytes(certs.client_cert)
+    (tmp_path / "n.key").write_bytes(certs.client_key)
+    ctx = ssl.create_default_context(cadata=certs.server_ca.decode())
+    ctx.load_cert_chain(tmp_path / "n.crt", tmp_path / "n.key")
+    return ctx
+
+
+def test_tunnel_endpoints_answer_status_objects(srv: ServerProcess, tmp_path: Path) -> None:
+    """The tunnel package answers in plain text; on the API port they were plain
+    text too ('only GET is supported'), which kubectl and clients cannot parse."""
+    code, st = srv.json("POST", "/v1-edge/tunnels")
+    assert (code, st["kind"], st["reason"]) == (405, "Status", "MethodNotAllowed"), st
+    conn = http.client.HTTPSConnection(srv.host, srv.port, context=node_context(srv, "qa-node", tmp_path), timeout=10)
+    try:
+        conn.request("GET", "/v1-edge/connect")  # a node identity, but no websocket upgrade
+        resp = conn.getresponse()
+        st = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert (resp.status, st["kind"], st["reason"]) == (400, "Status", "BadRequest"), st
+    assert "expected a websocket upgrade" in st["message"]
+
+
+def test_tunnel_garbage_from_a_node_ends_only_that_session(srv: ServerProcess, tmp_path: Path) -> None:
+    import struct
+
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.client import connect
+
+    url = f"wss://{srv.host}:{srv.port}/v1-edge/connect"
+    ctx = node_context(srv, "qa-garbage", tmp_path)
+    frame = struct.pack(">BBII", 3, 0, 1, 0xFFFFFFFF)  # DATA of 4 GiB, and no HELLO first
+    for payload in (b"\x98" * 64, frame, "text"):
+        with connect(url, ssl=ctx, open_timeout=5, close_timeout=2, compression=None) as ws:
+            ws.send(payload)
+            with pytest.raises(ConnectionClosedError) as info:
+                while True:
+                    ws.recv(timeout=5)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1002  # protocol error
+    code, _, _ = srv.request("GET", "/readyz", fresh=True)
+    assert code == 200
