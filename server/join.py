@@ -53,6 +53,7 @@ from edgectl.joinproto import (
 )
 from edgectl.log import fields
 from edgectl.server.pki import ClusterPKI
+from edgectl.server.pki.cluster import check_ips
 from edgectl.server.token import presented_secret_ok
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,11 @@ class JoinService:
             return status(400, f"{NODE_NAME_HEADER}: {exc}")
         if not _PASSWORD.fullmatch(password):
             return status(400, f"{NODE_PASSWORD_HEADER} must be 1-256 printable ASCII characters without spaces")
+        try:
+            # Before the password is stored: a refused join must not claim the node name.
+            ips = check_ips(ips)
+        except EdgectlError as exc:
+            return status(400, f"{NODE_IP_HEADER}: {exc}")
         try:
             first = await self._check_node_password(node, password)
         except _PasswordMismatch:

@@ -209,3 +209,22 @@ def test_tunnel_garbage_from_a_node_ends_only_that_session(srv: ServerProcess, t
             assert info.value.rcvd is not None and info.value.rcvd.code == 1002  # protocol error
     code, _, _ = srv.request("GET", "/readyz", fresh=True)
     assert code == 200
+
+
+def test_refused_join_does_not_claim_the_node_name(srv: ServerProcess) -> None:
+    """A join with a bad Edgectl-Node-IP was refused only after the node password
+    was stored, so the name stayed claimed by a machine that never joined."""
+    import base64
+
+    secret = (srv.data_dir / "token").read_text().strip().rsplit(":", 1)[1]
+    auth = "Basic " + base64.b64encode(f"node:{secret}".encode()).decode()
+    headers = {"Authorization": auth, "Edgectl-Node-Name": "qa-claim", "Edgectl-Node-Password": "first"}
+    code, st = srv.json("POST", "/v1-edge/node-certs", b"", headers={**headers, "Edgectl-Node-IP": "10.0.0.1,notip"},
+                        anonymous=True)
+    assert (code, st["kind"], st["reason"]) == (400, "Status", "BadRequest"), st
+    assert "invalid node IP 'notip'" in st["message"]
+    assert "qa-claim.node-password.edgectl" not in names(srv, "/api/v1/namespaces/kube-system/secrets")
+    # Another machine (another password) can still take the name.
+    code, body = srv.json("POST", "/v1-edge/node-certs", b"", headers={**headers, "Edgectl-Node-Password": "second",
+                                                                       "Edgectl-Node-IP": "10.0.0.1"}, anonymous=True)
+    assert code == 200, body

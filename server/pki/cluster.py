@@ -176,7 +176,7 @@ class ClusterPKI:
     def issue_node_certs(self, node_name: str, *, node_ips: Sequence[str], now: dt.datetime | None = None) -> NodeCerts:
         """A node's client identity (system:node:<name>) and kubelet serving cert."""
         check_node_name(node_name)
-        ips = _check_ips(node_ips)
+        ips = check_ips(node_ips)
         now = now or issue.now_utc()
         client = issue.issue_leaf(
             self._cas["client"], common_name=f"system:node:{node_name}",
@@ -266,7 +266,7 @@ def _os_errors(where: Path) -> Iterator[None]:
         raise EdgectlError(f"cannot use {where}: {exc.strerror or exc} ({exc.filename or where})") from None
 
 
-def _check_ips(node_ips: Sequence[str]) -> list[str]:
+def check_ips(node_ips: Sequence[str]) -> list[str]:
     out = []
     for ip in node_ips:
         try:
