@@ -361,6 +361,36 @@ _PULL = ("Always", "IfNotPresent", "Never")
 _MUTABLE_SPEC = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates")
 
 
+# Upstream's resource.Quantity grammar: a decimal number, then a binary (Ki..Ei),
+# decimal (n u m k M G T P E) or exponent (e3) suffix.
+_QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)((Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)|[eE][+-]?\d+)?")
+
+
+def _resources(path: str, resources: Any) -> list[Cause]:
+    """requests/limits are maps of quantities; "lots" or "-1" was stored as given."""
+    if resources is None:
+        return []
+    if not isinstance(resources, dict):
+        return [_type_error(path, resources, "an object")]
+    out: list[Cause] = []
+    for part in ("limits", "requests"):
+        values = resources.get(part)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            out.append(_type_error(f"{path}.{part}", values, "an object"))
+            continue
+        for name, q in values.items():
+            qp = f"{path}.{part}[{name}]"
+            text = str(q) if isinstance(q, (int, float)) and not isinstance(q, bool) else q
+            if not isinstance(text, str) or not _QUANTITY.fullmatch(text):
+                out.append(invalid(qp, q, "quantities must match the regular expression "
+                                          "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"))
+            elif text.startswith("-") and text.strip("-0.") != "":
+                out.append(invalid(qp, q, "must be greater than or equal to 0"))
+    return out
+
+
 def _containers(path: str, containers: Any, names: set[str], *, need_one: bool) -> list[Cause]:
     if containers is None or containers == []:
         return [required(path)] if need_one else []
@@ -386,6 +416,7 @@ def _containers(path: str, containers: Any, names: set[str], *, need_one: bool) 
             out.append(required(f"{p}.image"))
         if "imagePullPolicy" in c and c["imagePullPolicy"] not in _PULL:
             out.append(unsupported(f"{p}.imagePullPolicy", c["imagePullPolicy"], _PULL))
+        out += _resources(f"{p}.resources", c.get("resources"))
         ports = c.get("ports") or []
         if not isinstance(ports, list):
             out.append(_type_error(f"{p}.ports", ports, "a list"))

@@ -228,3 +228,24 @@ def test_refused_join_does_not_claim_the_node_name(srv: ServerProcess) -> None:
     code, body = srv.json("POST", "/v1-edge/node-certs", b"", headers={**headers, "Edgectl-Node-Password": "second",
                                                                        "Edgectl-Node-IP": "10.0.0.1"}, anonymous=True)
     assert code == 200, body
+
+
+@pytest.mark.parametrize("quantity", ["lots", "1Gb", "", "-1", True])
+def test_pod_resource_quantities_are_validated(srv: ServerProcess, quantity: object) -> None:
+    """`resources.limits.cpu: lots` used to be stored as given."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "qa-quantity"},
+           "spec": {"containers": [{"name": "c", "image": "busybox",
+                                    "resources": {"limits": {"cpu": quantity}, "requests": {"memory": "64Mi"}}}]}}
+    code, st = srv.json("POST", "/api/v1/namespaces/default/pods", pod)
+    assert (code, st["reason"]) == (422, "Invalid"), st
+    assert st["details"]["causes"][0]["field"] == "spec.containers[0].resources.limits[cpu]"
+    assert "qa-quantity" not in names(srv, "/api/v1/namespaces/default/pods")
+
+
+def test_pod_resource_quantities_that_are_fine(srv: ServerProcess) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "qa-quantity-ok"},
+           "spec": {"containers": [{"name": "c", "image": "busybox",
+                                    "resources": {"limits": {"cpu": "1.5", "memory": "1Gi"},
+                                                  "requests": {"cpu": 0.25, "memory": "64e6", "ephemeral-storage": "1G"}}}]}}
+    code, obj = srv.json("POST", "/api/v1/namespaces/default/pods", pod)
+    assert code == 201, obj
