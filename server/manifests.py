@@ -29,6 +29,7 @@ import yaml
 
 from edgectl.log import fields
 
+from .bodyshape import BodyShapeError, check_shape
 from .registry import Registry
 from .resources import Resource
 from .status import ApiError
@@ -82,10 +83,16 @@ def parse_manifest(data: bytes, *, name: str) -> list[Obj]:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ManifestError(f"{name}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ManifestError(f"{name}: nested too deeply to be a Kubernetes object") from None
     objects: list[Obj] = []
     for i, doc in enumerate(docs):
         if doc is None:
             continue  # empty document (a trailing ---)
+        try:  # the same bounds as API bodies: no recursive aliases, alias bombs or absurd depth
+            check_shape(doc, body_size=len(data))
+        except BodyShapeError as exc:
+            raise ManifestError(f"{name}: document {i + 1}: {exc}") from None
         if not isinstance(doc, dict):
             raise ManifestError(f"{name}: document {i + 1} is a {type(doc).__name__}, not an object")
         items = doc.get("items") if str(doc.get("kind", "")).endswith("List") else None
