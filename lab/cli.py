@@ -106,13 +106,30 @@ def down(name: str | None, all_: bool) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def status(name: str | None, output: str) -> None:
     """Show labs, their nodes, addresses and published ports."""
-    labs = [Lab.attach(name)] if name else [Lab.attach(n) for n in Lab.names()]
+    labs: list[Lab] = []
+    damaged: list[str] = []
+    for n in [name] if name else Lab.names():
+        try:
+            labs.append(Lab.attach(n))
+        except LabError as exc:
+            if name:
+                raise
+            damaged.append(str(exc))  # one broken state file must not hide the other labs
     docs = [lab_.status() for lab_ in labs]
+    _print_status(docs, output, empty=not damaged)
+    if damaged:
+        for msg in damaged[:-1]:
+            click.echo(f"error: {msg}", err=True)
+        raise LabError(damaged[-1])
+
+
+def _print_status(docs: list[dict[str, Any]], output: str, *, empty: bool) -> None:
     if output == "json":
         click.echo(json.dumps(docs, indent=2))
         return
     if not docs:
-        out.print("no labs are up (start one: edgectl lab up lab/examples/nat-edge.yaml)")
+        if empty:
+            out.print("no labs are up (start one: edgectl lab up lab/examples/nat-edge.yaml)")
         return
     for doc in docs:
         nets = "  ".join(f"{n['name']} {n['cidr']}" + (f" rate {n['rate']}" if n["rate"] else "")

@@ -107,8 +107,9 @@ def load(lab: str, root: Path = LAB_STATE_DIR) -> LabState:
         return LabState.from_doc(json.loads(state_file(lab, root).read_text()))
     except FileNotFoundError:
         raise LabNotFound(f"no lab named {lab!r} (see `edgectl lab status`)") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LabNotFound(f"state file {state_file(lab, root)} is damaged ({exc}); `edgectl lab down {lab}` removes it") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise LabNotFound(f"state file {state_file(lab, root)} is damaged ({why}); `edgectl lab down {lab}` removes it") from None
 
 
 def names(root: Path = LAB_STATE_DIR) -> list[str]:

@@ -120,3 +120,25 @@ def test_probe_unknown_destination_is_an_error_not_blocked(lab_factory, capsys: 
     # The real thing still works: an IP and a node name.
     assert lab.probe("n1", lab.node_ip("n2"), 9, timeout=0.5).outcome == "refused"
     assert lab.probe("n1", "n2", 9, timeout=0.5).outcome == "refused"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="labs need root")
+def test_damaged_state_file_is_one_line_and_hides_no_other_lab(lab_factory, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    topo = {"name": "qa-st", "networks": {"a": {}}, "nodes": {"n1": {"networks": ["a"]}}}
+    good = lab_factory(topo, roles=False)
+    bad = lab_factory(topo, roles=False)
+    path = Path("/run/edgectl-lab") / f"{bad.name}.json"
+    saved = path.read_bytes()
+    try:
+        path.write_text("[]\n")  # JSON, but not a state document: was an AttributeError traceback
+        code, out = run_cli(["lab", "status", bad.name], capsys)
+        assert code == 1
+        assert f"state file {path} is damaged" in one_clear_line(out)
+        # Listing every lab shows the good one and still reports the damaged one.
+        code, out = run_cli(["lab", "status", "-o", "json"], capsys)
+        assert code == 1 and "Traceback" not in out
+        assert f'"name": "{good.name}"' in out and f"state file {path} is damaged" in out
+    finally:
+        path.write_bytes(saved)
+    code, out = run_cli(["lab", "status", bad.name], capsys)
+    assert code == 0, out
