@@ -126,9 +126,12 @@ def _int_arg(req: Request, name: str) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)  # type: ignore[arg-type]
+        number = int(value)  # type: ignore[arg-type]
     except ValueError:
         raise status.bad_request(f"invalid value for {name}: {value!r}") from None
+    if not -(1 << 63) <= number < 1 << 63:  # int64, as upstream parses it (SQLite overflowed: 500)
+        raise status.bad_request(f"invalid value for {name}: {value!r} is out of range")
+    return number
 
 
 def _bool_arg(req: Request, name: str) -> bool:

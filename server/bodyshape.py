@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 MAX_DEPTH = 128
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class BodyShapeError(ValueError):
@@ -36,6 +37,10 @@ def check_shape(doc: Any, *, body_size: int, max_depth: int = MAX_DEPTH) -> None
         elif isinstance(obj, list):
             children = obj
         else:
+            if isinstance(obj, int) and not isinstance(obj, bool) and not INT64_MIN <= obj <= INT64_MAX:
+                # Every integer field upstream is int64 or narrower; Python's would
+                # overflow later, in SQLite or a timer, as a 500.
+                raise BodyShapeError(f"the number {obj} does not fit in a 64-bit integer")
             continue
         if id(obj) in path:
             raise BodyShapeError("the body refers to itself (a recursive YAML alias)")

@@ -53,6 +53,9 @@ WATCH_BUFFER = 2000
 WATCH_SLOW_SECONDS = 5.0
 
 
+MAX_GRACE_SECONDS = 2**31 - 1
+
+
 def now_rfc3339(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -565,9 +568,11 @@ class Registry:
         spec = obj.get("spec", {})
         if not spec.get("nodeName") or obj.get("status", {}).get("phase") in ("Succeeded", "Failed"):
             return 0
+        # Capped so that now + grace stays a datetime (int64 values overflowed: a 500,
+        # and a pod that could never be deleted); ~68 years is "never" enough.
         if requested is not None:
-            return max(int(requested), 0)
-        return int(spec.get("terminationGracePeriodSeconds", 30))
+            return min(max(int(requested), 0), MAX_GRACE_SECONDS)
+        return min(int(spec.get("terminationGracePeriodSeconds", 30)), MAX_GRACE_SECONDS)
 
     async def _remove(self, res: Resource, namespace: str | None, name: str, expected: int) -> Obj:
         try:

@@ -451,6 +451,10 @@ def validate_pod(obj: Obj, old: Obj | None) -> list[Cause]:
     grace = spec.get("terminationGracePeriodSeconds")
     if grace is not None and (not isinstance(grace, int) or grace < 0):
         out.append(invalid("spec.terminationGracePeriodSeconds", grace, "must be greater than or equal to 0"))
+    deadline = spec.get("activeDeadlineSeconds")
+    if deadline is not None and (not isinstance(deadline, int) or isinstance(deadline, bool)
+                                 or not 1 <= deadline <= 2147483647):
+        out.append(invalid("spec.activeDeadlineSeconds", deadline, "must be between 1 and 2147483647, inclusive"))
     if spec.get("nodeName"):
         out += dns1123_subdomain("spec.nodeName", str(spec["nodeName"]))
     if isinstance(spec.get("nodeSelector"), dict):

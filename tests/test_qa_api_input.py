@@ -249,3 +249,38 @@ def test_pod_resource_quantities_that_are_fine(srv: ServerProcess) -> None:
                                                   "requests": {"cpu": 0.25, "memory": "64e6", "ephemeral-storage": "1G"}}}]}}
     code, obj = srv.json("POST", "/api/v1/namespaces/default/pods", pod)
     assert code == 201, obj
+
+
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def bound_pod(name: str, **spec: object) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": "qa-no-such-node", "containers": [{"name": "c", "image": "busybox"}], **spec}}
+
+
+def test_out_of_range_numbers_are_400_not_500(srv: ServerProcess) -> None:
+    # ?limit= beyond int64 overflowed SQLite; a body number beyond int64 overflowed later.
+    code, st = srv.json("GET", f"{CMS}?limit=99999999999999999999999")
+    assert (code, st["reason"]) == (400, "BadRequest") and "out of range" in st["message"], st
+    code, st = srv.json("POST", CMS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "qa-big"},
+                                      "data": {}, "x": 10**30})
+    assert (code, st["reason"]) == (400, "BadRequest") and "does not fit in a 64-bit integer" in st["message"], st
+    code, st = srv.json("POST", PODS, bound_pod("qa-deadline", activeDeadlineSeconds=-5))
+    assert (code, st["reason"]) == (422, "Invalid") and "spec.activeDeadlineSeconds" in st["message"], st
+
+
+def test_huge_grace_periods_do_not_make_a_pod_undeletable(srv: ServerProcess) -> None:
+    """A bound pod with terminationGracePeriodSeconds 2^62 (or a DELETE with that
+    gracePeriodSeconds) made every delete a 500 (datetime overflow): the pod could
+    never be removed."""
+    for name, spec, query in (("qa-grace1", {"terminationGracePeriodSeconds": 2**62}, ""),
+                              ("qa-grace2", {}, f"?gracePeriodSeconds={2**62}")):
+        code, _ = srv.json("POST", PODS, bound_pod(name, **spec))
+        assert code == 201
+        code, obj = srv.json("DELETE", f"{PODS}/{name}{query}")
+        assert code == 200, obj
+        assert obj["metadata"]["deletionTimestamp"] and obj["metadata"]["deletionGracePeriodSeconds"] == 2**31 - 1
+        code, _ = srv.json("DELETE", f"{PODS}/{name}?gracePeriodSeconds=0")  # force: gone at once
+        assert code == 200
+        assert name not in names(srv, PODS)
