@@ -10,6 +10,7 @@ byte, so both limits only ever reject hostile input.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 MAX_DEPTH = 128
@@ -41,6 +42,10 @@ def check_shape(doc: Any, *, body_size: int, max_depth: int = MAX_DEPTH) -> None
                 # Every integer field upstream is int64 or narrower; Python's would
                 # overflow later, in SQLite or a timer, as a 500.
                 raise BodyShapeError(f"the number {obj} does not fit in a 64-bit integer")
+            if isinstance(obj, float) and not math.isfinite(obj):
+                # Python's json reads NaN/Infinity/1e400; stored, they make every later
+                # read invalid JSON for kubectl (Go's decoder refuses them too).
+                raise BodyShapeError(f"{obj} is not a valid JSON number")
             continue
         if id(obj) in path:
             raise BodyShapeError("the body refers to itself (a recursive YAML alias)")

@@ -13,6 +13,11 @@ from typing import Any
 
 ANY: Any = "*"  # anything goes below here
 S: Any = "s"  # a scalar (or anything we do not descend into)
+# Scalars of one JSON type, where a wrong one would otherwise be stored and break
+# readers later (a string Event.count made every `kubectl get events` a 500).
+INT: Any = "int"
+STR: Any = "str"
+_SCALARS = (S, INT, STR)
 
 
 def L(item: Any) -> list[Any]:  # noqa: N802 - reads like a type
@@ -65,6 +70,7 @@ SERVICE_SPEC = {
     "loadBalancerClass": S, "internalTrafficPolicy": S, "trafficDistribution": S,
 }
 TOP = {"apiVersion": S, "kind": S, "metadata": OBJECT_META}
+OBJECT_REF = {k: STR for k in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")}
 OBJ: dict[str, Any] = {"*": ANY}  # an object with any content
 POD_STATUS = {"conditions": L(OBJ), "containerStatuses": L(OBJ), "initContainerStatuses": L(OBJ),
               "podIPs": L(OBJ), "hostIPs": L(OBJ), "*": ANY}
@@ -81,9 +87,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "configmaps": {**TOP, "data": M(), "binaryData": M(), "immutable": S},
     "secrets": {**TOP, "data": M(), "stringData": M(), "type": S, "immutable": S},
     "serviceaccounts": {**TOP, "secrets": ANY, "imagePullSecrets": ANY, "automountServiceAccountToken": S},
-    "events": {**TOP, **{k: ANY for k in (
-        "involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type",
-        "eventTime", "series", "action", "related", "reportingComponent", "reportingInstance")}},
+    "events": {**TOP, **{k: STR for k in (
+        "reason", "message", "firstTimestamp", "lastTimestamp", "type", "eventTime", "action",
+        "reportingComponent", "reportingInstance")},
+        "count": INT, "involvedObject": OBJECT_REF, "related": OBJECT_REF,
+        "source": {"component": STR, "host": STR},
+        "series": {"count": INT, "lastObservedTime": STR, "*": ANY}},
     "leases": {**TOP, "spec": {k: S for k in (
         "holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime", "leaseTransitions",
         "strategy", "preferredHolder")}},
@@ -108,7 +117,7 @@ def unknown_fields(plural: str, obj: Any, *, prune: bool = False) -> list[str]:
 
 
 def _walk(schema: Any, value: Any, path: str, out: list[str], prune: bool) -> None:
-    if schema is ANY or schema is S:
+    if schema is ANY or schema in _SCALARS:
         return
     if isinstance(schema, list):
         if isinstance(value, list):
@@ -164,6 +173,14 @@ def _shape(schema: Any, value: Any, path: str, out: list[str]) -> None:
     if schema is S:
         if isinstance(value, (dict, list)):
             out.append(f"{where}: expected a scalar value, got {_kind_of(value)}")
+        return
+    if schema is INT:
+        if not isinstance(value, int) or isinstance(value, bool):
+            out.append(f"{where}: expected an integer, got {_kind_of(value)}")
+        return
+    if schema is STR:
+        if not isinstance(value, str):
+            out.append(f"{where}: expected a string, got {_kind_of(value)}")
         return
     if isinstance(schema, list):
         if not isinstance(value, list):

@@ -284,3 +284,37 @@ def test_huge_grace_periods_do_not_make_a_pod_undeletable(srv: ServerProcess) ->
         code, _ = srv.json("DELETE", f"{PODS}/{name}?gracePeriodSeconds=0")  # force: gone at once
         assert code == 200
         assert name not in names(srv, PODS)
+
+
+EVENTS = "/api/v1/namespaces/default/events"
+
+
+@pytest.mark.parametrize("fields, fragment", [
+    ({"count": "abc"}, "count: expected an integer, got string"),
+    ({"count": 1.5}, "count: expected an integer, got number"),
+    ({"involvedObject": "pod/x"}, "involvedObject: expected an object, got string"),
+    ({"reason": 5}, "reason: expected a string, got number"),
+    ({"count": float("inf")}, "inf is not a valid JSON number"),
+])
+def test_wrongly_typed_events_are_400_and_kubectl_get_events_keeps_working(
+        srv: ServerProcess, fields: dict, fragment: str) -> None:
+    """An Event with count "abc" (or Infinity) was stored; from then on every
+    `kubectl get events` in the namespace was a 500."""
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "qa-event"},
+             "involvedObject": {"kind": "Pod", "name": "x"}, "reason": "R", "count": 1, **fields}
+    body = json.dumps(event, allow_nan=True).encode()
+    code, st = srv.json("POST", EVENTS, body, headers={"Content-Type": "application/json"})
+    assert (code, st["reason"]) == (400, "BadRequest"), st
+    assert fragment in st["message"]
+    code, table = srv.json("GET", EVENTS, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    assert code == 200, table
+
+
+def test_a_normal_event_still_works(srv: ServerProcess) -> None:
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "qa-ok-event"},
+             "involvedObject": {"kind": "Pod", "name": "x", "namespace": "default", "fieldPath": "spec.containers{c}"},
+             "reason": "Started", "message": "m", "type": "Normal", "count": 2,
+             "source": {"component": "kubelet", "host": "n1"}, "firstTimestamp": "2026-01-01T00:00:00Z",
+             "lastTimestamp": "2026-01-01T00:00:00Z", "eventTime": None}
+    code, obj = srv.json("POST", EVENTS, event)
+    assert code == 201, obj
