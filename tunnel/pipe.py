@@ -115,6 +115,8 @@ class _TcpSide(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         assert self._view is not None
+        start, self._off = self._off, self._off + nbytes
+        data = self._view[start : self._off]
         if nbytes == self._offered and self._pool.size < READ_BUFFER_MAX:
             self._pool.size = min(self._pool.size * 4, READ_BUFFER_MAX)  # a bulk sender: read more at once
         if nbytes >= MIN_READ:
@@ -124,8 +126,8 @@ class _TcpSide(asyncio.BufferedProtocol):
             if self._small_reads >= 16:  # bulk is over: do not pin big buffers for an idle stream
                 self._pool.clear()
                 self._pool.size = READ_BUFFER_MIN
-        start, self._off = self._off, self._off + nbytes
-        self._deliver(self._view[start : self._off], self._write)
+                self._view = None
+        self._deliver(data, self._write)
 
     def data_received(self, data: bytes) -> None:  # transports without get_buffer
         self._deliver(data, self.tw.write)
