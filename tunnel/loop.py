@@ -6,9 +6,10 @@ docs/tunnel-protocol.md, section 11): uvloop used to move the tunnel at only
 bigger reads a forwarder's read-ahead paused the TCP side and ``pipe_tcp``
 resumed it at once, so the whole transfer queued in memory, fresh buffers and
 ~200,000 page faults per GiB. With that fixed and the receive buffers reused
-(wsread.py, bufpool.py, pipe.py) the loops are even, uvloop slightly ahead
-(medians of 4 A/B pairs: 694 vs 742 MB/s, 2.32 vs 2.36 CPU-s/GiB for server +
-agent), so the issue's choice stands. Tuning glibc malloc (mmap/trim
+(wsread.py, bufpool.py, pipe.py) the loops are even: medians of 4 A/B pairs,
+uvloop vs stdlib, 694 vs 742 MB/s (within this box's noise) and 2.32 vs 2.36
+CPU-s/GiB for server + agent; full bench runs 2.10–2.22 vs 2.28–2.58. So the
+issue's choice stands. Tuning glibc malloc (mmap/trim
 thresholds) was tried too and no longer helps; it only added ~12 MiB of RSS at
 1,000 sessions.
 """
