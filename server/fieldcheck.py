@@ -17,7 +17,8 @@ S: Any = "s"  # a scalar (or anything we do not descend into)
 # readers later (a string Event.count made every `kubectl get events` a 500).
 INT: Any = "int"
 STR: Any = "str"
-_SCALARS = (S, INT, STR)
+BOOL: Any = "bool"
+_SCALARS = (S, INT, STR, BOOL)
 
 
 def L(item: Any) -> list[Any]:  # noqa: N802 - reads like a type
@@ -72,10 +73,24 @@ SERVICE_SPEC = {
 TOP = {"apiVersion": S, "kind": S, "metadata": OBJECT_META}
 OBJECT_REF = {k: STR for k in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")}
 OBJ: dict[str, Any] = {"*": ANY}  # an object with any content
-POD_STATUS = {"conditions": L(OBJ), "containerStatuses": L(OBJ), "initContainerStatuses": L(OBJ),
-              "podIPs": L(OBJ), "hostIPs": L(OBJ), "*": ANY}
-NODE_STATUS = {"conditions": L(OBJ), "addresses": L(OBJ), "daemonEndpoints": {"kubeletEndpoint": OBJ},
-               "nodeInfo": OBJ, "capacity": M(), "allocatable": M(), "*": ANY}
+ENDPOINT_ADDRESS = {"ip": STR, "hostname": STR, "nodeName": STR, "*": ANY}
+# Status fields the printers (tables.py) read are typed; the rest stays open ("*").
+CONDITION = {"type": STR, "status": STR, "reason": STR, "message": STR, "*": ANY}
+_TERMINATED = {"exitCode": INT, "signal": INT, "reason": STR, "message": STR, "startedAt": STR, "finishedAt": STR,
+               "containerID": STR, "*": ANY}
+CONTAINER_STATE = {"waiting": {"reason": STR, "message": STR, "*": ANY}, "running": {"startedAt": STR, "*": ANY},
+                   "terminated": _TERMINATED}
+CONTAINER_STATUS = {"name": STR, "ready": BOOL, "started": BOOL, "restartCount": INT, "image": STR, "imageID": STR,
+                    "containerID": STR, "state": CONTAINER_STATE, "lastState": CONTAINER_STATE, "*": ANY}
+POD_STATUS = {"phase": STR, "reason": STR, "message": STR, "podIP": STR, "hostIP": STR, "nominatedNodeName": STR,
+              "startTime": STR, "conditions": L(CONDITION), "containerStatuses": L(CONTAINER_STATUS),
+              "initContainerStatuses": L(CONTAINER_STATUS), "ephemeralContainerStatuses": L(CONTAINER_STATUS),
+              "podIPs": L({"ip": STR, "*": ANY}), "hostIPs": L({"ip": STR, "*": ANY}), "*": ANY}
+NODE_STATUS = {"conditions": L(CONDITION), "addresses": L({"type": STR, "address": STR, "*": ANY}),
+               "daemonEndpoints": {"kubeletEndpoint": {"Port": INT, "*": ANY}},
+               "nodeInfo": {**{k: STR for k in ("kubeletVersion", "osImage", "kernelVersion", "containerRuntimeVersion",
+                                                "operatingSystem", "architecture")}, "*": ANY},
+               "capacity": M(), "allocatable": M(), "*": ANY}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "pods": {**TOP, "spec": POD_SPEC, "status": POD_STATUS},
@@ -83,10 +98,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                               "configSource": ANY, "externalID": S}, "status": NODE_STATUS},
     "namespaces": {**TOP, "spec": {"finalizers": L(S)}, "status": OBJ},
     "services": {**TOP, "spec": SERVICE_SPEC, "status": OBJ},
-    "endpoints": {**TOP, "subsets": L({"addresses": L(OBJ), "notReadyAddresses": L(OBJ), "ports": L(OBJ)})},
+    "endpoints": {**TOP, "subsets": L({"addresses": L(ENDPOINT_ADDRESS), "notReadyAddresses": L(ENDPOINT_ADDRESS),
+                                       "ports": L({"name": STR, "port": INT, "protocol": STR, "*": ANY})})},
     "configmaps": {**TOP, "data": M(), "binaryData": M(), "immutable": S},
-    "secrets": {**TOP, "data": M(), "stringData": M(), "type": S, "immutable": S},
-    "serviceaccounts": {**TOP, "secrets": ANY, "imagePullSecrets": ANY, "automountServiceAccountToken": S},
+    "secrets": {**TOP, "data": M(), "stringData": M(), "type": STR, "immutable": S},
+    "serviceaccounts": {**TOP, "secrets": L(OBJ), "imagePullSecrets": L(OBJ), "automountServiceAccountToken": S},
     "events": {**TOP, **{k: STR for k in (
         "reason", "message", "firstTimestamp", "lastTimestamp", "type", "eventTime", "action",
         "reportingComponent", "reportingInstance")},
@@ -181,6 +197,10 @@ def _shape(schema: Any, value: Any, path: str, out: list[str]) -> None:
     if schema is STR:
         if not isinstance(value, str):
             out.append(f"{where}: expected a string, got {_kind_of(value)}")
+        return
+    if schema is BOOL:
+        if not isinstance(value, bool):
+            out.append(f"{where}: expected a boolean, got {_kind_of(value)}")
         return
     if isinstance(schema, list):
         if not isinstance(value, list):

@@ -469,9 +469,28 @@ def validate_pod(obj: Obj, old: Obj | None) -> list[Cause]:
         else:
             out += dns1123_label(f"spec.volumes[{i}].name", str(name))
             vols.add(name)
+    if old is not None:
+        out = _ratchet(out, spec, old.get("spec") or {})
     if old is not None and not out:
         out += _pod_update(spec, old.get("spec") or {})
     return out
+
+
+def _ratchet(causes: list[Cause], spec: Obj, old_spec: Obj) -> list[Cause]:
+    """Checks added later (resource quantities, activeDeadlineSeconds) must not
+    lock objects stored before them: an unchanged value is let through on update
+    (upstream's "ratcheting"), so controllers can still bind or finalize them."""
+    def unchanged(field: str) -> bool:
+        if field == "spec.activeDeadlineSeconds":
+            return spec.get("activeDeadlineSeconds") == old_spec.get("activeDeadlineSeconds")
+        m = re.match(r"spec\.(containers|initContainers)\[(\d+)\]\.resources", field)
+        if not m:
+            return False
+        new_c, old_c = spec.get(m[1]) or [], old_spec.get(m[1]) or []
+        i = int(m[2])
+        return (i < len(new_c) and i < len(old_c) and isinstance(new_c[i], dict) and isinstance(old_c[i], dict)
+                and new_c[i].get("resources") == old_c[i].get("resources"))
+    return [c for c in causes if not unchanged(c.field)]
 
 
 def _strip_mutable(spec: Obj) -> Obj:

@@ -318,3 +318,39 @@ def test_a_normal_event_still_works(srv: ServerProcess) -> None:
              "lastTimestamp": "2026-01-01T00:00:00Z", "eventTime": None}
     code, obj = srv.json("POST", EVENTS, event)
     assert code == 201, obj
+
+
+@pytest.mark.parametrize("status_patch, fragment", [
+    ({"containerStatuses": [{"name": "c", "restartCount": "abc", "ready": True}]},
+     "status.containerStatuses[0].restartCount: expected an integer, got string"),
+    ({"containerStatuses": [{"name": "c", "ready": "yes"}]}, "ready: expected a boolean, got string"),
+    ({"containerStatuses": [{"name": "c", "state": {"waiting": "x"}}]}, "state.waiting: expected an object"),
+    ({"phase": 5}, "status.phase: expected a string, got number"),
+])
+def test_wrongly_typed_pod_status_is_400_and_the_pod_list_survives(
+        srv: ServerProcess, status_patch: dict, fragment: str) -> None:
+    """A status write with restartCount "abc" was stored; every `kubectl get pods`
+    in the namespace was a 500 from then on."""
+    name = "qa-status"
+    if name not in names(srv, PODS):
+        assert srv.json("POST", PODS, bound_pod(name))[0] == 201
+    code, st = srv.json("PATCH", f"{PODS}/{name}/status", json.dumps({"status": status_patch}).encode(),
+                        headers={"Content-Type": "application/merge-patch+json"})
+    assert (code, st["reason"]) == (400, "BadRequest"), st
+    assert fragment in st["message"]
+    code, table = srv.json("GET", PODS, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    assert code == 200, table
+
+
+def test_legacy_invalid_resources_do_not_block_updates(srv: ServerProcess) -> None:
+    """Validation added later ratchets: an unchanged old value passes on update."""
+    from edgectl.server.validation import validate_pod
+
+    old = bound_pod("legacy")
+    old["spec"]["restartPolicy"] = "Always"
+    old["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "lots"}}
+    new = json.loads(json.dumps(old))
+    new["metadata"]["labels"] = {"a": "b"}
+    assert validate_pod(new, old) == []
+    new["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "more"
+    assert [c.field for c in validate_pod(new, old)] == ["spec.containers[0].resources.limits[cpu]"]
