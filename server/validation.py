@@ -357,6 +357,7 @@ def validate_networkpolicy(obj: Obj, old: Obj | None) -> list[Cause]:
 
 _RESTART = ("Always", "Never", "OnFailure")
 _PULL = ("Always", "IfNotPresent", "Never")
+_DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
 # What a pod update may change (upstream ValidatePodUpdate).
 _MUTABLE_SPEC = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates")
 
@@ -391,7 +392,42 @@ def _resources(path: str, resources: Any) -> list[Cause]:
     return out
 
 
-def _containers(path: str, containers: Any, names: set[str], *, need_one: bool) -> list[Cause]:
+def _env(path: str, env: Any) -> list[Cause]:
+    """Names the runtime can export ("A=B" failed only at start, as a StartError)."""
+    if not isinstance(env, list):
+        return [] if env is None else [_type_error(path, env, "a list")]
+    out: list[Cause] = []
+    for i, var in enumerate(env):
+        if not isinstance(var, dict):
+            out.append(_type_error(f"{path}[{i}]", var, "an object"))
+            continue
+        name = var.get("name")
+        if not name:
+            out.append(required(f"{path}[{i}].name"))
+        elif not isinstance(name, str) or "=" in name or not all(" " <= ch <= "~" for ch in name):
+            out.append(invalid(f"{path}[{i}].name", name, "a valid environment variable name must consist only "
+                                                          "of printable ASCII characters other than '='"))
+    return out
+
+
+def _mounts(path: str, mounts: Any, volumes: set[str]) -> list[Cause]:
+    if not isinstance(mounts, list):
+        return [] if mounts is None else [_type_error(path, mounts, "a list")]
+    out: list[Cause] = []
+    for i, m in enumerate(mounts):
+        if not isinstance(m, dict):
+            out.append(_type_error(f"{path}[{i}]", m, "an object"))
+            continue
+        if not m.get("name"):
+            out.append(required(f"{path}[{i}].name"))
+        elif m["name"] not in volumes:
+            out.append(Cause(f"{path}[{i}].name", f"Not found: {_show(m['name'])}", "FieldValueNotFound"))
+        if not m.get("mountPath"):
+            out.append(required(f"{path}[{i}].mountPath"))
+    return out
+
+
+def _containers(path: str, containers: Any, names: set[str], *, need_one: bool, volumes: set[str]) -> list[Cause]:
     if containers is None or containers == []:
         return [required(path)] if need_one else []
     if not isinstance(containers, list):
@@ -417,6 +453,8 @@ def _containers(path: str, containers: Any, names: set[str], *, need_one: bool) 
         if "imagePullPolicy" in c and c["imagePullPolicy"] not in _PULL:
             out.append(unsupported(f"{p}.imagePullPolicy", c["imagePullPolicy"], _PULL))
         out += _resources(f"{p}.resources", c.get("resources"))
+        out += _env(f"{p}.env", c.get("env"))
+        out += _mounts(f"{p}.volumeMounts", c.get("volumeMounts"), volumes)
         ports = c.get("ports") or []
         if not isinstance(ports, list):
             out.append(_type_error(f"{p}.ports", ports, "a list"))
@@ -444,8 +482,15 @@ def validate_pod(obj: Obj, old: Obj | None) -> list[Cause]:
     if not isinstance(spec, dict):
         return [required("spec")] if spec is None else [_type_error("spec", spec, "an object")]
     names: set[str] = set()
-    out = _containers("spec.containers", spec.get("containers"), names, need_one=True)
-    out += _containers("spec.initContainers", spec.get("initContainers"), names, need_one=False)
+    volumes = {v.get("name") for v in spec.get("volumes") or [] if isinstance(v, dict) and v.get("name")}
+    out = _containers("spec.containers", spec.get("containers"), names, need_one=True, volumes=volumes)
+    out += _containers("spec.initContainers", spec.get("initContainers"), names, need_one=False, volumes=volumes)
+    if spec.get("dnsPolicy") is not None and spec["dnsPolicy"] not in _DNS_POLICIES:
+        out.append(unsupported("spec.dnsPolicy", spec["dnsPolicy"], _DNS_POLICIES))
+    if spec.get("hostname"):
+        out += dns1123_label("spec.hostname", str(spec["hostname"]))
+    if spec.get("subdomain"):
+        out += dns1123_label("spec.subdomain", str(spec["subdomain"]))
     if spec.get("restartPolicy") not in _RESTART:
         out.append(unsupported("spec.restartPolicy", spec.get("restartPolicy"), _RESTART))
     grace = spec.get("terminationGracePeriodSeconds")
@@ -477,19 +522,20 @@ def validate_pod(obj: Obj, old: Obj | None) -> list[Cause]:
 
 
 def _ratchet(causes: list[Cause], spec: Obj, old_spec: Obj) -> list[Cause]:
-    """Checks added later (resource quantities, activeDeadlineSeconds) must not
+    """Checks added later (resource quantities, env names, mounts, dnsPolicy...) must not
     lock objects stored before them: an unchanged value is let through on update
     (upstream's "ratcheting"), so controllers can still bind or finalize them."""
     def unchanged(field: str) -> bool:
-        if field == "spec.activeDeadlineSeconds":
-            return spec.get("activeDeadlineSeconds") == old_spec.get("activeDeadlineSeconds")
-        m = re.match(r"spec\.(containers|initContainers)\[(\d+)\]\.resources", field)
+        # The cause's top-level spec field (or that one list item) is as it was.
+        m = re.match(r"spec\.(\w+)(?:\[(\d+)\])?", field)
         if not m:
             return False
-        new_c, old_c = spec.get(m[1]) or [], old_spec.get(m[1]) or []
+        new_v, old_v = spec.get(m[1]), old_spec.get(m[1])
+        if m[2] is None:
+            return new_v == old_v
         i = int(m[2])
-        return (i < len(new_c) and i < len(old_c) and isinstance(new_c[i], dict) and isinstance(old_c[i], dict)
-                and new_c[i].get("resources") == old_c[i].get("resources"))
+        return (isinstance(new_v, list) and isinstance(old_v, list) and i < len(new_v) and i < len(old_v)
+                and new_v[i] == old_v[i])
     return [c for c in causes if not unchanged(c.field)]
 
 

@@ -292,6 +292,11 @@ class ProcessRuntime:
                 f"container {container.name} has no command: the process runtime runs host commands and "
                 f"cannot pull or run the image {container.image or '(none)'}; set spec.containers[].command",
                 reason="CommandRequired")
+        if pod.host_network:
+            raise ContainerStartError("hostNetwork: true is not supported by the process runtime (every pod gets "
+                                      "its own network namespace)", reason="CreateContainerConfigError")
+        if container.unsupported:
+            raise ContainerStartError("; ".join(container.unsupported), reason="CreateContainerConfigError")
         cid = secrets.token_hex(16)
         self._prune_instances(pod.uid, container.name)
         cdir = self.pod_dir(pod.uid) / "containers" / cid

@@ -55,6 +55,9 @@ class ContainerSpec:
     volume_mounts: tuple[VolumeMount, ...]
     ports: tuple[ContainerPort, ...]
     init: bool = False
+    # Fields the process runtime cannot honour; the container is refused with
+    # these reasons instead of running silently with a different configuration.
+    unsupported: tuple[str, ...] = ()
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -89,6 +92,7 @@ class PodSpec:
     deleting: bool = False  # metadata.deletionTimestamp is set
     service_account: str = "default"
     node_name: str = ""
+    host_network: bool = False  # not supported: such containers are refused, not run in a pod netns
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -115,10 +119,18 @@ def _container(doc: Mapping[str, Any], *, init: bool) -> ContainerSpec:
     if not name or not isinstance(name, str):
         raise PodSpecError("every container needs a name")
     env = []
+    unsupported = []
     for item in doc.get("env") or []:
         # valueFrom (fieldRef, secrets) needs the API; only plain values here.
         if isinstance(item, dict) and item.get("name"):
+            if item.get("valueFrom"):
+                source = next(iter(item["valueFrom"]), "valueFrom") if isinstance(item["valueFrom"], dict) else "valueFrom"
+                unsupported.append(f"env {item['name']}: valueFrom.{source} is not supported by the process runtime "
+                                   "(use value)")
+                continue
             env.append(EnvVar(name=str(item["name"]), value=str(item.get("value", ""))))
+    if doc.get("envFrom"):
+        unsupported.append("envFrom is not supported by the process runtime (use env with value)")
     mounts = tuple(
         VolumeMount(
             name=str(m.get("name", "")),
@@ -150,6 +162,7 @@ def _container(doc: Mapping[str, Any], *, init: bool) -> ContainerSpec:
         volume_mounts=mounts,
         ports=ports,
         init=init,
+        unsupported=tuple(unsupported),
     )
 
 
@@ -200,5 +213,6 @@ def parse_pod(doc: Mapping[str, Any]) -> PodSpec:
         deleting=bool(meta.get("deletionTimestamp")),
         service_account=str(spec.get("serviceAccountName") or "default"),
         node_name=str(spec.get("nodeName") or ""),
+        host_network=spec.get("hostNetwork") is True,
         raw=doc,
     )
