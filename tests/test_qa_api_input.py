@@ -354,3 +354,21 @@ def test_legacy_invalid_resources_do_not_block_updates(srv: ServerProcess) -> No
     assert validate_pod(new, old) == []
     new["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "more"
     assert [c.field for c in validate_pod(new, old)] == ["spec.containers[0].resources.limits[cpu]"]
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"container": {"env": [{"name": "A=B", "value": "x"}]}}, "spec.containers[0].env[0].name"),
+    ({"container": {"env": [{"name": "", "value": "x"}]}}, "spec.containers[0].env[0].name"),
+    ({"container": {"volumeMounts": [{"name": "nope", "mountPath": "/x"}]}}, "spec.containers[0].volumeMounts[0].name"),
+    ({"dnsPolicy": "Bogus"}, "spec.dnsPolicy"),
+    ({"hostname": "Bad_Host!"}, "spec.hostname"),
+])
+def test_pod_specs_the_node_cannot_run_are_422(srv: ServerProcess, spec: dict, field: str) -> None:
+    """These were stored and failed only on the node (StartError / config error)."""
+    body = bound_pod("qa-spec")
+    body["spec"]["containers"][0].update(spec.pop("container", {}))
+    body["spec"].update(spec)
+    code, st = srv.json("POST", PODS, body)
+    assert (code, st["reason"]) == (422, "Invalid"), st
+    assert field in [c["field"] for c in st["details"]["causes"]], st
+    assert "qa-spec" not in names(srv, PODS)
