@@ -126,6 +126,8 @@ class PodManager:
         self._desired: dict[str, tuple[dict[str, Any], PodSpec]] | None = None  # None until the first sync
         self._services: list[dict[str, Any]] = []
         self._published: dict[str, dict[str, Any]] = {}
+        # Deleting pods whose termination finished and was announced once (see _terminate).
+        self._announced_done: set[str] = set()
         self._wake = asyncio.Event()
         self._watched: dict[int, int] = {}  # shim pid -> pidfd
         self._loaded = False
@@ -421,11 +423,18 @@ class PodManager:
             shutil.rmtree(self._pod_dir(rec.uid), ignore_errors=True)
             del self._pods[rec.uid]
             self._published.pop(rec.uid, None)
+            self._announced_done.discard(rec.uid)
             log.info("pod removed", extra=fields(pod=rec.spec.key))
             if self.on_change:
                 self.on_change(rec.uid, None)
             return
         self._save(rec)
+        if rec.spec.deleting and rec.uid not in self._announced_done:
+            # The kubelet confirms the API deletion on a status push. A pod whose
+            # containers never started has the same status before and after
+            # termination, so without this it stayed Terminating forever.
+            self._announced_done.add(rec.uid)
+            self._published.pop(rec.uid, None)
         self._publish(rec)
 
     # ---- status -------------------------------------------------------------------
