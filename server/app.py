@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgectl import httpd
+from edgectl.aio import cancel_and_wait
 from edgectl.errors import EdgectlError
 from edgectl.joinproto import ClusterConfig
 from edgectl.log import fields
@@ -89,6 +90,24 @@ def _status_error_body(code: int, message: str) -> httpd.Response:
     return status_response(ApiError(code, message))
 
 
+def _check_writable_file(path: Path, *, flag: str) -> None:
+    """Fail before any state is created if ``path`` can never be written: its
+    nearest existing ancestor must be a directory we can write into."""
+    if path.is_dir():
+        raise EdgectlError(f"{flag} {path}: is a directory")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EdgectlError(f"{flag} {path}: {parent} is not a directory")
+    try:  # the directory is needed anyway; creating it now finds /proc-like places
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgectlError(f"{flag} {path}: cannot create {path.parent}: {exc.strerror or exc}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise EdgectlError(f"{flag} {path}: {path.parent} is not writable")
+
+
 def _as_status(resp: httpd.Response) -> httpd.Response:
     """The tunnel package answers errors in plain text (it knows no Status);
     on the API port every error is a Status, Retry-After kept for 429s."""
@@ -118,6 +137,8 @@ class ControlPlane:
         cfg = self.config
         if cfg.token is not None:
             check_token_flag(cfg.token)  # a bad --token must fail before a CA is made for nothing
+        if cfg.write_kubeconfig is not None:
+            _check_writable_file(cfg.write_kubeconfig, flag="--write-kubeconfig")
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         pki = await asyncio.to_thread(ClusterPKI.load_or_create, cfg.data_dir / "tls", sans=self._sans())
         self.pki = pki
@@ -318,8 +339,8 @@ class ControlPlane:
             closer: Callable[[], Awaitable[None]] | None = getattr(item, "close", None) or getattr(item, "stop", None)
             try:
                 if isinstance(item, asyncio.Future):
-                    item.cancel()
-                    await asyncio.gather(item, return_exceptions=True)
+                    if await cancel_and_wait([item]):
+                        log.error("background task did not stop", extra=fields(task=repr(item)))
                 elif closer is not None:
                     await closer()
             except Exception:

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgectl.aio import wait_event
 from edgectl.log import fields
 
 from . import defaults, status, validation
@@ -733,9 +734,7 @@ class WatchStream:
                     while len(self._live) >= self.buffer:
                         self._wakeup.set()
                         self._room.clear()
-                        try:
-                            await asyncio.wait_for(self._room.wait(), self.slow_seconds)
-                        except TimeoutError:
+                        if not await wait_event(self._room, self.slow_seconds):
                             await self._too_slow()
                             return
                     self._live.append(out)
@@ -804,7 +803,8 @@ class WatchStream:
                 return None
             else:
                 self._wakeup.clear()
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                if not await wait_event(self._wakeup, timeout):
+                    raise TimeoutError
                 continue
             if ev.revision > self.revision:
                 self.revision = ev.revision

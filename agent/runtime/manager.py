@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from edgectl import paths
+from edgectl.aio import wait_event
 from edgectl.log import fields
 
 from . import lifecycle, podfiles
@@ -165,10 +166,7 @@ class PodManager:
         await self.load()
         while not self._closed:
             await self.reconcile()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._next_wait())
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._wake, self._next_wait())
             self._wake.clear()
 
     async def close(self, *, stop_pods: bool = False) -> None:

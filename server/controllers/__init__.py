@@ -8,6 +8,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from edgectl.aio import cancel_and_wait
+from edgectl.log import fields
+
 from ..registry import Registry
 
 log = logging.getLogger(__name__)
@@ -18,9 +21,9 @@ class Controllers:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        stuck = await cancel_and_wait(self.tasks)
+        if stuck:
+            log.error("controllers did not stop", extra=fields(tasks=[t.get_name() for t in stuck if isinstance(t, asyncio.Task)]))
 
 
 def start_all(

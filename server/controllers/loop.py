@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from edgectl.aio import cancel_and_wait, wait_event
 from edgectl.log import fields
 
 from ..registry import Registry, WatchStream
@@ -71,10 +72,7 @@ async def run_loop(
     try:
         while True:
             timeout = resync if delay is None else min(resync, max(delay, 0.0))
-            try:
-                await asyncio.wait_for(wake.wait(), timeout)
-            except TimeoutError:
-                pass
+            await wait_event(wake, timeout)
             wake.clear()
             try:
                 delay = await reconcile()
@@ -86,6 +84,4 @@ async def run_loop(
                 delay = backoff
                 backoff = min(backoff * 2, max_backoff)
     finally:
-        for t in pumps:
-            t.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
+        await cancel_and_wait(pumps)
