@@ -128,11 +128,24 @@ def validate(command: click.Command, doc: Mapping[str, Any], *, source: str) -> 
     return result
 
 
+class _NonEmptyPath(click.Path):
+    """click turns ``--data-dir ""`` (an unset shell variable, usually) into ".":
+    the server would then fill the current directory with its state."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("must not be empty (an unset shell variable?)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class ConfigCommand(click.Command):
     """A click command whose options also come from EDGECTL_* env and config.yaml."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param.type) is click.Path:
+                param.type.__class__ = _NonEmptyPath
         self.params.append(
             click.Option(
                 ["--config", "-c"],

@@ -77,3 +77,14 @@ def test_server_config_errors_before_anything_is_created(tmp_path: Path) -> None
     assert isinstance(res.exception, ConfigError)
     assert "duplicate key 'cluster-cidr'" in str(res.exception)
     assert not data.exists()
+
+
+def test_empty_path_values_are_refused(tmp_path: Path) -> None:
+    """`--data-dir ""` (an unset variable) became "." for click.Path options."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text('data-dir: ""\n')
+    res = CliRunner().invoke(server, ["-c", str(cfg)], env={}, catch_exceptions=True)
+    assert isinstance(res.exception, ConfigError)
+    assert "key 'data-dir': must not be empty" in str(res.exception)
+    res = CliRunner().invoke(server, ["--data-dir", ""], env={"EDGECTL_CONFIG": "/dev/null"})
+    assert res.exit_code == 2 and "must not be empty" in res.output
