@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from edgectl.log import fields
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 Column = tuple[str, str, str, int, str]  # name, type, format, priority, description
@@ -353,11 +358,18 @@ def partial_metadata(obj: Obj) -> Obj:
 
 
 def rows(plural: str, objs: Sequence[Obj], *, include: str = "Metadata", now: dt.datetime | None = None) -> list[Obj]:
-    _, row_fn = PRINTERS.get(plural, _DEFAULT)
+    cols, row_fn = PRINTERS.get(plural, _DEFAULT)
     now = now or dt.datetime.now(dt.timezone.utc)
     out = []
     for obj in objs:
-        row: Obj = {"cells": row_fn(obj, now)}
+        try:
+            cells = row_fn(obj, now)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            # One malformed stored object (older data, a field the type checks miss)
+            # must not turn the whole listing into a 500: its row degrades instead.
+            log.warning("cannot print object", extra=fields(resource=plural, name=_name(obj), error=repr(exc)))
+            cells = [_name(obj) if c[0] == "Name" else "<invalid>" for c in cols]
+        row: Obj = {"cells": cells}
         if include == "Object":
             row["object"] = obj
         elif include != "None":

@@ -372,3 +372,20 @@ def test_pod_specs_the_node_cannot_run_are_422(srv: ServerProcess, spec: dict, f
     assert (code, st["reason"]) == (422, "Invalid"), st
     assert field in [c["field"] for c in st["details"]["causes"]], st
     assert "qa-spec" not in names(srv, PODS)
+
+
+def test_one_malformed_stored_object_does_not_break_the_table() -> None:
+    """Objects stored before the type checks (or with fields they do not cover)
+    made every Table listing of their kind a 500; their row now degrades."""
+    from edgectl.server import tables
+
+    good = {"metadata": {"name": "ok", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Running"}}
+    bad = {"metadata": {"name": "bad"}, "spec": {"containers": [{"name": "c"}]},
+           "status": {"containerStatuses": [{"name": "c", "restartCount": "abc", "state": {"waiting": "x"}}]}}
+    out = tables.rows("pods", [good, bad])
+    assert out[0]["cells"][0] == "ok" and out[0]["cells"][2] == "Running"
+    assert out[1]["cells"][0] == "bad" and set(out[1]["cells"][1:]) == {"<invalid>"}
+    assert len(out[1]["cells"]) == len(tables.column_definitions("pods"))
+    ev = tables.rows("events", [{"metadata": {"name": "e"}, "count": "x", "involvedObject": "y"}])
+    assert ev[0]["cells"][-1] == "e" and ev[0]["cells"][0] == "<invalid>"  # Name is the last event column
