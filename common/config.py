@@ -128,7 +128,7 @@ def validate(command: click.Command, doc: Mapping[str, Any], *, source: str) -> 
     return result
 
 
-class _NonEmptyPath(click.Path):
+class NonEmptyPath(click.Path):
     """click turns ``--data-dir ""`` (an unset shell variable, usually) into ".":
     the server would then fill the current directory with its state."""
 
@@ -145,7 +145,7 @@ class ConfigCommand(click.Command):
         super().__init__(*args, **kwargs)
         for param in self.params:
             if type(param.type) is click.Path:
-                param.type.__class__ = _NonEmptyPath
+                param.type.__class__ = NonEmptyPath
         self.params.append(
             click.Option(
                 ["--config", "-c"],

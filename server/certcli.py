@@ -10,11 +10,12 @@ from pathlib import Path
 
 import click
 
+from edgectl.config import NonEmptyPath
 from edgectl.errors import EdgectlError
 from edgectl.paths import SERVER_DATA_DIR
 
 _DATA_DIR = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=SERVER_DATA_DIR,
+    "--data-dir", type=NonEmptyPath(file_okay=False, path_type=Path), default=SERVER_DATA_DIR,
     envvar="EDGECTL_DATA_DIR", show_default=True, help="Server data directory (certificates are in <data-dir>/tls).",
 )
 
