@@ -25,6 +25,7 @@ import logging
 import time
 from typing import Any
 
+from edgectl.errors import EdgectlError
 from edgectl.log import fields
 
 from . import node as nodeapi
@@ -64,7 +65,10 @@ class Agent:
         cfg = self.config
         t0 = time.monotonic()
         log.info("agent starting", extra=fields(**describe(cfg)))
-        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:  # /proc/x, a file in the way, read-only: one line, not a traceback
+            raise EdgectlError(f"cannot use --data-dir {cfg.data_dir}: {exc.strerror or exc}") from None
         self.joined = await self._join()
         self.timings["join"] = time.monotonic() - t0
         self.client = ApiClient(endpoint=StaticEndpoint(cfg.server), ssl_context=self.joined.api_ssl_context())

@@ -6,6 +6,7 @@ checked is exactly what a user sees on stderr and the exit status.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,17 @@ def test_damaged_state_file_is_one_line_and_hides_no_other_lab(lab_factory, caps
         path.write_bytes(saved)
     code, out = run_cli(["lab", "status", bad.name], capsys)
     assert code == 0, out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="labs need root")
+def test_agent_with_an_unusable_data_dir_is_one_line(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """`edgectl agent --data-dir /proc/x` ended in a FileNotFoundError traceback.
+    Run inside a lab node: agents never run in the root namespace."""
+    lab = lab_factory({"name": "qa-ag", "networks": {"a": {}}, "nodes": {"n": {"networks": ["a"]}}}, roles=False)
+    token = "K10" + "ab" * 32 + "::server:secret"
+    exe = str(Path(sys.executable).parent / "edgectl")
+    res = lab.exec("n", [exe, "agent", "--server", "https://127.0.0.1:1", "--token", token,
+                         "--data-dir", "/proc/qa-agent"], timeout=30, env={**os.environ, "EDGECTL_CONFIG": "/dev/null"})
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "error: cannot use --data-dir /proc/qa-agent: No such file or directory" in res.stderr
