@@ -65,11 +65,18 @@ class Agent:
         cfg = self.config
         t0 = time.monotonic()
         log.info("agent starting", extra=fields(**describe(cfg)))
+        created = not cfg.data_dir.exists()
         try:
             cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:  # /proc/x, a file in the way, read-only: one line, not a traceback
             raise EdgectlError(f"cannot use --data-dir {cfg.data_dir}: {exc.strerror or exc}") from None
-        self.joined = await self._join()
+        try:
+            self.joined = await self._join()
+        except BaseException:
+            if created:  # a refused join (wrong token, other CA) leaves nothing behind
+                with contextlib.suppress(OSError):
+                    cfg.data_dir.rmdir()  # only if still empty
+            raise
         self.timings["join"] = time.monotonic() - t0
         self.client = ApiClient(endpoint=StaticEndpoint(cfg.server), ssl_context=self.joined.api_ssl_context())
         self._start_tunnel()

@@ -157,3 +157,19 @@ def test_agent_with_an_unusable_data_dir_is_one_line(lab_factory) -> None:  # ty
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr
     assert "error: cannot use --data-dir /proc/qa-agent: No such file or directory" in res.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="labs need root")
+def test_refused_join_leaves_no_agent_data_dir(lab_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A join refused for a CA mismatch left an empty data dir behind."""
+    lab = lab_factory({"name": "qa-join", "networks": {"a": {}},
+                       "nodes": {"s": {"kind": "server", "networks": ["a"]}, "n": {"kind": "agent", "networks": ["a"]}}})
+    exe = str(Path(sys.executable).parent / "edgectl")
+    token = "K10" + "ab" * 32 + "::server:" + lab.state.token
+    data = tmp_path / "agent-data"
+    res = lab.exec("n", [exe, "agent", "--server", f"https://{lab.address_for('n', 's')}:6443", "--token", token,
+                         "--data-dir", str(data), "--node-name", "qa-refused"],
+                   timeout=60, env={**os.environ, "EDGECTL_CONFIG": "/dev/null"})
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr and "CA hash mismatch" in res.stderr, res.stderr
+    assert not data.exists()
