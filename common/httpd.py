@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from .aio import cancel_and_wait
 from .log import fields
 
 log = logging.getLogger(__name__)
@@ -191,9 +192,7 @@ class _Connection:
             pass
         finally:
             if not self.taken:
-                self.writer.close()
-                with contextlib.suppress(Exception):
-                    await self.writer.wait_closed()
+                await close_writer(self.writer)
 
     async def _read_request(self, event: h11.Request) -> Request | None:
         target = event.target.decode("latin-1")
@@ -274,6 +273,7 @@ class _Connection:
         """
         iterator = body.__aiter__()
         eof = asyncio.ensure_future(self._wait_eof())
+        nxt: asyncio.Future[bytes] | None = None
         try:
             while True:
                 nxt = asyncio.ensure_future(iterator.__anext__())
@@ -292,6 +292,10 @@ class _Connection:
                     await self.writer.drain()
         finally:
             eof.cancel()
+            if nxt is not None and not nxt.done():  # cancelled mid-chunk (server shutdown)
+                nxt.cancel()
+                with contextlib.suppress(BaseException):
+                    await nxt
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
@@ -309,6 +313,22 @@ class _Connection:
             return
         with contextlib.suppress(Exception):
             await self._send_response(self.server.error_body(status, message), close=True)
+
+
+CLOSE_GRACE = 1.0  # a TLS peer that never answers close_notify must not hold up shutdown
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a connection, waiting briefly for a clean (TLS) close, then abort."""
+    writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_GRACE):
+            await writer.wait_closed()
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
+    except Exception:  # timed out, or the peer reset: nothing left to be polite to
+        writer.transport.abort()
 
 
 class HTTPServer:
@@ -348,10 +368,9 @@ class HTTPServer:
         """Stop listening and end open connections (streams included)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        stuck = await cancel_and_wait(list(self._tasks), grace=CLOSE_GRACE + 1.0)
+        if stuck:
+            log.warning("connections did not end at shutdown", extra=fields(count=len(stuck)))
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)

@@ -145,3 +145,53 @@ def _get(port: int) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     conn.request("GET", "/")
     return conn.getresponse().status
+
+
+def test_close_does_not_wait_for_a_silent_tls_peer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A TLS client holding a streamed response open and never answering
+    close_notify must not hold up server shutdown (it hung for 10 s+ before)."""
+    import ssl
+    import time
+
+    from edgectl.tunnel.selfsigned import write_tls_files
+
+    files = write_tls_files(tmp_path)
+
+    async def handler(req: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first\n"
+            await asyncio.sleep(3600)
+
+        return Response(200, [], body())
+
+    async def main() -> float:
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(files.server_cert, files.server_key)
+        server = HTTPServer(handler, ssl_context=server_ctx)
+        _, port = await server.start("127.0.0.1", 0)
+        client_ctx = ssl.create_default_context(cafile=str(files.ca_cert))
+        # A raw TLS client in a thread that reads the head, then goes silent.
+        import socket
+        import threading
+
+        ready = threading.Event()
+        release = threading.Event()
+
+        def client() -> None:
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                with client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    tls.recv(4096)
+                    ready.set()
+                    release.wait(30)
+
+        thread = threading.Thread(target=client, daemon=True)
+        thread.start()
+        await asyncio.to_thread(ready.wait, 10)
+        started = time.monotonic()
+        await server.close()
+        took = time.monotonic() - started
+        release.set()
+        return took
+
+    assert asyncio.run(main()) < 5.0
