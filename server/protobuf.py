@@ -99,10 +99,11 @@ def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
             if pos + length > len(buf):
                 raise ProtobufError("truncated length-delimited field")
             value, pos = buf[pos:pos + length], pos + length
-        elif wire == 1:
-            value, pos = struct.unpack_from("<q", buf, pos)[0], pos + 8
-        elif wire == 5:
-            value, pos = struct.unpack_from("<i", buf, pos)[0], pos + 4
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            if pos + size > len(buf):  # struct.error escaped as a 500
+                raise ProtobufError("truncated fixed-width field")
+            value, pos = struct.unpack_from("<q" if wire == 1 else "<i", buf, pos)[0], pos + size
         else:
             raise ProtobufError(f"unsupported wire type {wire}")
         out.append((num, wire, value))
@@ -114,6 +115,9 @@ def _signed(v: int) -> int:
 
 
 def _scalar(kind: str, wire: int, value: Any, sub: Any) -> Any:
+    if kind in ("str", "bytes", "msg", "time", "intstr") and wire != 2:
+        # bytes(<varint>) would allocate that many zero bytes (2**40: the server dies).
+        raise ProtobufError(f"wire type {wire} where a length-delimited {kind} belongs")
     if kind == "str":
         return bytes(value).decode("utf-8")
     if kind == "bytes":
@@ -143,6 +147,8 @@ def decode_message(buf: bytes, spec: Spec) -> dict[str, Any]:
         name, kind = entry[0], entry[1]
         sub = entry[2] if len(entry) > 2 else None
         if kind in ("map_str", "map_bytes"):
+            if wire != 2:
+                raise ProtobufError(f"wire type {wire} where a map entry belongs")
             pair = decode_message(bytes(value), {1: ("k", "str"), 2: ("v", "bytes")})
             v = pair.get("v", b"")
             out.setdefault(name, {})[pair.get("k", "")] = (
@@ -156,6 +162,16 @@ def decode_message(buf: bytes, spec: Spec) -> dict[str, Any]:
 
 def decode_object(body: bytes) -> dict[str, Any]:
     """A JSON-shaped object from a ``k8s\\0``-prefixed protobuf body."""
+    try:
+        return _decode_object(body)
+    except ProtobufError:
+        raise
+    except (ValueError, OverflowError, OSError, TypeError, RecursionError) as exc:
+        # Bad UTF-8, timestamps out of range, nesting: the body is malformed, not the server.
+        raise ProtobufError(f"malformed protobuf body: {exc}") from None
+
+
+def _decode_object(body: bytes) -> dict[str, Any]:
     if not body.startswith(MAGIC):
         raise ProtobufError("missing the k8s protobuf magic prefix")
     envelope = decode_message(body[len(MAGIC):], UNKNOWN)
