@@ -58,6 +58,11 @@ def create(topo: Topology, *, progress: Progress | None = None, root: Path = LAB
         raise LabExists(f"lab {topo.name!r} exists; remove it first with `edgectl lab down {topo.name}`")
     taken = sorted(set(netns.list_netns()) & {lab_plan.switch_netns, *(n.netns for n in lab_plan.nodes)})
     if taken:
+        owner = _netns_owner(taken[0], root)
+        if owner is not None and owner != topo.name:
+            # "a" + node "b-c" and lab "a-b" + node "c" both make namespace "a-b-c".
+            raise LabExists(f"lab {topo.name!r}: network namespace {taken[0]} belongs to lab {owner!r} "
+                            "(lab and node names joined by '-' collide); rename this lab or the node")
         raise LabExists(f"lab {topo.name!r}: network namespace {taken[0]} already exists (leftover? `edgectl lab down {topo.name}`)")
     st = state.LabState(
         name=topo.name, source=topo.source, created=time.time(), status="creating", token=secrets.token_hex(16),
@@ -199,6 +204,17 @@ def destroy(name: str, *, root: Path = LAB_STATE_DIR, progress: Progress | None 
 
 def forwarder_pids(lab: str) -> list[int]:
     return netns.pids_with_cmdline_containing(f"-m {publish.MARKER} --lab {lab} ")
+
+
+def _netns_owner(ns: str, root: Path) -> str | None:
+    """The running lab whose state lists namespace ``ns``, if any."""
+    for other in state.names(root):
+        try:
+            if ns in state.load(other, root).all_netns():
+                return other
+        except LabError:
+            continue
+    return None
 
 
 def all_lab_names(root: Path = LAB_STATE_DIR) -> list[str]:

@@ -173,3 +173,18 @@ def test_refused_join_leaves_no_agent_data_dir(lab_factory, tmp_path: Path) -> N
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr and "CA hash mismatch" in res.stderr, res.stderr
     assert not data.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="labs need root")
+def test_namespace_collision_names_the_other_lab(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """Lab "a" with node "b-c" and lab "a-b" with node "c" share namespace "a-b-c".
+    The error used to suggest `edgectl lab down a`, which points at the wrong lab."""
+    from edgectl.lab import Lab, LabError
+
+    other = lab_factory({"name": "x", "networks": {"a": {}}, "nodes": {"n1": {"networks": ["a"]}}}, roles=False)
+    head, _, tail = other.name.partition("-")  # "t", "<prefix>-<hex>"
+    clash = {"name": head, "networks": {"a": {}}, "nodes": {f"{tail}-n1": {"networks": ["a"]}}}
+    with pytest.raises(LabError, match=f"belongs to lab '{other.name}'"):
+        made = Lab.up(clash, roles=False)
+        made.down()  # never reached; cleans up if the check ever regresses
+    assert other.exec("n1", ["true"]).returncode == 0  # untouched
