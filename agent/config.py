@@ -112,13 +112,17 @@ def parse_size(text: str, *, flag: str) -> int:
 def check_server_url(url: str) -> str:
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
+    url = url.strip()
     try:
-        parts.port
+        parts = urlsplit(url)  # raises itself for a bad [IPv6] host
+        port = parts.port
     except ValueError:
-        raise ConfigError(f"--server {url!r}: invalid port") from None
+        raise ConfigError(f"--server {url!r}: invalid host or port") from None
     if parts.scheme != "https" or not parts.hostname:
         raise ConfigError(f"--server {url!r}: expected https://HOST:PORT (the server's 6443 port)")
+    if port == 0 or parts.username or parts.password or parts.path.strip("/") or parts.query or parts.fragment:
+        # The agent appends its own paths (/cacerts, /v1-edge/...): anything else here is a mistake.
+        raise ConfigError(f"--server {url!r}: expected just https://HOST:PORT (no user, path or query)")
     return url.rstrip("/")
 
 
