@@ -77,6 +77,8 @@ def test_tunnel_status_bad_server_and_credentials(srv: ServerProcess, tmp_path: 
     cases = [
         # urllib's "unknown url type" ValueError escaped as a traceback.
         (["--server", "notaurl"], "server URL 'notaurl': expected https://HOST:PORT"),
+        (["--server", "https://[zz]:6443"], "invalid host or port"),
+        (["--server", "https://127.0.0.1:99999"], "invalid host or port"),
         # A 401 printed the raw Status JSON; now its message and a hint.
         (["--token", "wrong"], "HTTP 401: Unauthorized (check the credentials"),
         (["--certificate-authority", str(garbage)], "not a PEM file (not UTF-8 text)"),

@@ -24,7 +24,11 @@ def tunnel() -> None:
 
 
 def fetch_status(creds: Credentials, *, streams: bool, timeout: float = 10.0) -> dict[str, Any]:
-    parts = urllib.parse.urlsplit(creds.server)
+    try:
+        parts = urllib.parse.urlsplit(creds.server)  # raises for a bad [IPv6] host
+        parts.port  # noqa: B018 - raises for a port out of range
+    except ValueError:
+        raise EdgectlError(f"server URL {creds.server!r}: invalid host or port") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise EdgectlError(f"server URL {creds.server!r}: expected https://HOST:PORT")
     url = f"{creds.server}{STATUS_PATH}?streams={'true' if streams else 'false'}"
