@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from edgectl.joinproto import NODE_CERTS_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, NodeCerts, basic_auth, parse_token
+
 KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
 
 
@@ -186,3 +188,47 @@ class ServerProcess:
 
 def temp_server(prefix: str = "edgectl-srv-") -> ServerProcess:
     return ServerProcess(Path(tempfile.mkdtemp(prefix=prefix)))
+
+
+# --- a node in front of the server: the API calls a joining agent and its kubelet make ---
+
+MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+
+
+def join_node(srv: ServerProcess, node: str, *, password: str) -> NodeCerts:
+    """The node's certificates from the real join endpoint, as ``edgectl agent`` gets them."""
+    token = parse_token((srv.data_dir / "token").read_text().strip())
+    code, _, body = srv.request("POST", NODE_CERTS_PATH, b"", anonymous=True, headers={
+        "Authorization": basic_auth(token.secret), NODE_NAME_HEADER: node, NODE_PASSWORD_HEADER: password})
+    assert code == 200, body
+    return NodeCerts.from_json(body)
+
+
+def register_node(srv: ServerProcess, node: str, *, kubelet_port: int) -> None:
+    """Create the Node and publish its kubelet port in status.daemonEndpoints, as a kubelet does."""
+    assert srv.json("POST", "/api/v1/nodes", {"metadata": {"name": node}})[0] == 201
+    code, body = srv.json("PATCH", f"/api/v1/nodes/{node}/status",
+                          {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}}}},
+                          headers=MERGE_PATCH)
+    assert code == 200, body
+
+
+def add_running_pod(srv: ServerProcess, *, name: str, node: str, container: str) -> None:
+    """A pod in "default" bound to ``node``, its status set to Running as its kubelet would."""
+    assert srv.json("POST", "/api/v1/namespaces/default/pods", {
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "containers": [{"name": container, "image": "busybox"}]}})[0] == 201
+    srv.json("PATCH", f"/api/v1/namespaces/default/pods/{name}/status", {"status": {"phase": "Running"}},
+             headers=MERGE_PATCH)
+
+
+def wait_for_tunnels(srv: ServerProcess, nodes: set[str], timeout: float = 15.0) -> None:
+    """Until every node in ``nodes`` has a tunnel session on the server."""
+    deadline = time.monotonic() + timeout
+    body: Any = None
+    while time.monotonic() < deadline:
+        code, body = srv.json("GET", "/v1-edge/tunnels")
+        if code == 200 and nodes <= {s.get("node") for s in body.get("sessions", [])}:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"tunnel sessions never came up: {body}")

@@ -28,8 +28,7 @@ from typing import Any
 import pytest
 
 from edgectl.agent.kubelet.testing import StaticPods, TunnelledKubelet, container_namespace
-from edgectl.joinproto import NODE_CERTS_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, NodeCerts, basic_auth, parse_token
-from edgectl.server.testing import ServerProcess, kubectl_path
+from edgectl.server.testing import ServerProcess, add_running_pod, join_node, kubectl_path, register_node, wait_for_tunnels
 
 pytestmark = [
     pytest.mark.skipif(not kubectl_path("1.27").exists() or not kubectl_path("1.33").exists(), reason="kubectl binaries not installed"),
@@ -38,14 +37,6 @@ pytestmark = [
 NODE = "kltest-node"
 HOSTNAME = "kltest-web"
 POD_PORT = 18081
-
-
-def _join(srv: ServerProcess) -> NodeCerts:
-    token = parse_token((srv.data_dir / "token").read_text().strip())
-    code, _, body = srv.request("POST", NODE_CERTS_PATH, b"", anonymous=True, headers={
-        "Authorization": basic_auth(token.secret), NODE_NAME_HEADER: NODE, NODE_PASSWORD_HEADER: "kltest-password-1"})
-    assert code == 200, body
-    return NodeCerts.from_json(body)
 
 
 @dataclass
@@ -66,27 +57,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     with container_namespace(hostname=HOSTNAME, http_port=POD_PORT) as pid:
         try:
             srv.start()
-            node = TunnelledKubelet(server_url=srv.url, node=NODE, certs=_join(srv),
+            node = TunnelledKubelet(server_url=srv.url, node=NODE, certs=join_node(srv, NODE, password="kltest-password-1"),
                                     pods=StaticPods(pid=pid, log_dir=work / "logs"), workdir=work)
             node.start()
-            assert srv.json("POST", "/api/v1/nodes", {"metadata": {"name": NODE}})[0] == 201
-            code, _ = srv.json("PATCH", f"/api/v1/nodes/{NODE}/status",
-                               {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": node.port}}}},
-                               headers={"Content-Type": "application/merge-patch+json"})
-            assert code == 200
-            assert srv.json("POST", "/api/v1/namespaces/default/pods", {
-                "metadata": {"name": "web"},
-                "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "busybox"}]}})[0] == 201
-            srv.json("PATCH", "/api/v1/namespaces/default/pods/web/status", {"status": {"phase": "Running"}},
-                     headers={"Content-Type": "application/merge-patch+json"})
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                code, body = srv.json("GET", "/v1-edge/tunnels")
-                if code == 200 and any(s.get("node") == NODE for s in body.get("sessions", [])):
-                    break
-                time.sleep(0.1)
-            else:
-                raise AssertionError(f"tunnel session never came up: {body}")
+            register_node(srv, NODE, kubelet_port=node.port)
+            add_running_pod(srv, name="web", node=NODE, container="main")
+            wait_for_tunnels(srv, {NODE})
             yield Chain(srv, node.pods)
         finally:
             if node is not None:

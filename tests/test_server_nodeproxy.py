@@ -21,18 +21,18 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edgectl.agent.kubelet.testing import write_node_certs
 from edgectl.httpd import TAKEN_OVER, HTTPServer, Request, Response, json_response
-from edgectl.joinproto import NODE_CERTS_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, NodeCerts, basic_auth, parse_token
+from edgectl.joinproto import NodeCerts
 from edgectl.server.nodeproxy import end_to_end_headers, node_proxy_target, split_node_name
 from edgectl.server.status import ApiError
-from edgectl.server.testing import ServerProcess, kubectl_path
+from edgectl.server.testing import ServerProcess, join_node, kubectl_path, register_node, wait_for_tunnels
 
 KUBELET_NODE = "np-kubelet"
 ECHO_NODE = "np-echo"
@@ -74,22 +74,6 @@ def test_end_to_end_headers_drop_credentials_and_hop_by_hop() -> None:
 # --- the chain --------------------------------------------------------------------------------
 
 
-def _join(srv: ServerProcess, node: str) -> NodeCerts:
-    token = parse_token((srv.data_dir / "token").read_text().strip())
-    code, _, body = srv.request("POST", NODE_CERTS_PATH, b"", anonymous=True, headers={
-        "Authorization": basic_auth(token.secret), NODE_NAME_HEADER: node, NODE_PASSWORD_HEADER: f"{node}-password-1"})
-    assert code == 200, body
-    return NodeCerts.from_json(body)
-
-
-def _write_certs(certs: NodeCerts, d: Path) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    for name, data in (("serving.crt", certs.serving_cert), ("serving.key", certs.serving_key),
-                       ("client.crt", certs.client_cert), ("client.key", certs.client_key),
-                       ("client-ca.crt", certs.client_ca)):
-        (d / name).write_bytes(data)
-
-
 class EchoNode:
     """An HTTPS endpoint on the node's kubelet port, behind the real tunnel agent."""
 
@@ -111,7 +95,7 @@ class EchoNode:
         from edgectl.tunnel.allowlist import AllowList
 
         d = self.workdir
-        _write_certs(self.certs, d)
+        write_node_certs(self.certs, d)
         self.release = asyncio.Event()
         ctx = auth.server_ssl_context(cert_file=d / "serving.crt", key_file=d / "serving.key", client_ca_file=d / "client-ca.crt")
 
@@ -179,25 +163,6 @@ class EchoNode:
             self.thread.join(5)
 
 
-def _register(srv: ServerProcess, node: str, port: int) -> None:
-    assert srv.json("POST", "/api/v1/nodes", {"metadata": {"name": node}})[0] == 201
-    code, body = srv.json("PATCH", f"/api/v1/nodes/{node}/status",
-                          {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}},
-                          headers={"Content-Type": "application/merge-patch+json"})
-    assert code == 200, body
-
-
-def _wait_tunnels(srv: ServerProcess, nodes: set[str]) -> None:
-    deadline = time.monotonic() + 15
-    body: Any = None
-    while time.monotonic() < deadline:
-        code, body = srv.json("GET", "/v1-edge/tunnels")
-        if code == 200 and nodes <= {s.get("node") for s in body.get("sessions", [])}:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"tunnel sessions never came up: {body}")
-
-
 class Chain:
     def __init__(self, srv: ServerProcess, echo: EchoNode, kubelet_port: int, node_certs: Path) -> None:
         self.srv, self.echo, self.kubelet_port, self.node_certs = srv, echo, kubelet_port, node_certs
@@ -217,18 +182,18 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     echo: EchoNode | None = None
     try:
         srv.start()
-        kubelet = TunnelledKubelet(server_url=srv.url, node=KUBELET_NODE, certs=_join(srv, KUBELET_NODE),
+        kubelet = TunnelledKubelet(server_url=srv.url, node=KUBELET_NODE, certs=join_node(srv, KUBELET_NODE, password=f"{KUBELET_NODE}-password-1"),
                                    pods=StaticPods(pid=sleeper.pid, log_dir=work / "logs"), workdir=work)
         kubelet.start()
-        echo_certs = _join(srv, ECHO_NODE)
+        echo_certs = join_node(srv, ECHO_NODE, password=f"{ECHO_NODE}-password-1")
         echo = EchoNode(srv, echo_certs, work / "echo")
         echo.start()
-        _register(srv, KUBELET_NODE, kubelet.port)
-        _register(srv, ECHO_NODE, echo.port)
+        register_node(srv, KUBELET_NODE, kubelet_port=kubelet.port)
+        register_node(srv, ECHO_NODE, kubelet_port=echo.port)
         # A Node whose agent never connected, claiming the port a real kubelet
         # listens on here: a direct dial would reach it, the tunnel cannot.
-        _register(srv, OFFLINE_NODE, kubelet.port)
-        _wait_tunnels(srv, {KUBELET_NODE, ECHO_NODE})
+        register_node(srv, OFFLINE_NODE, kubelet_port=kubelet.port)
+        wait_for_tunnels(srv, {KUBELET_NODE, ECHO_NODE})
         yield Chain(srv, echo, kubelet.port, work / "echo")
     finally:
         if echo is not None:

@@ -11,7 +11,6 @@ status.daemonEndpoints, as a kubelet does.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -24,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from edgectl.joinproto import NODE_CERTS_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, NodeCerts, basic_auth, parse_token
-from edgectl.server.testing import ServerProcess, kubectl_path
+from edgectl.agent.kubelet.testing import TunnelledKubelet
+from edgectl.server.testing import ServerProcess, add_running_pod, join_node, kubectl_path, register_node, wait_for_tunnels
 
 pytestmark = [
     pytest.mark.skipif(not kubectl_path("1.33").exists(), reason="kubectl binaries not installed"),
@@ -64,60 +63,6 @@ class OnePodView:
         return []
 
 
-class NodeSide:
-    """Tunnel agent + kubelet API on their own event loop thread."""
-
-    def __init__(self, srv: ServerProcess, certs: NodeCerts, view: OnePodView, workdir: Path) -> None:
-        self.srv, self.certs, self.view, self.workdir = srv, certs, view, workdir
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(20)
-
-    async def _start(self) -> None:
-        from edgectl.agent.kubelet.server import KubeletConfig, KubeletServer
-        from edgectl.tunnel.agent import AgentConfig, TunnelAgent, client_ssl_context
-        from edgectl.tunnel.allowlist import AllowList
-
-        d = self.workdir
-        for name, data in (("serving.crt", self.certs.serving_cert), ("serving.key", self.certs.serving_key),
-                           ("client.crt", self.certs.client_cert), ("client.key", self.certs.client_key),
-                           ("client-ca.crt", self.certs.client_ca)):
-            (d / name).write_bytes(data)
-        self.kubelet = KubeletServer(KubeletConfig(cert_file=d / "serving.crt", key_file=d / "serving.key",
-                                                   client_ca_file=d / "client-ca.crt", port=0), pods=self.view)
-        _, self.port = await self.kubelet.start()
-        ctx = client_ssl_context(ca_data=self.certs.server_ca.decode(), cert_file=str(d / "client.crt"),
-                                 key_file=str(d / "client.key"))
-        self.agent = TunnelAgent(AgentConfig(server=self.srv.url, node=NODE, allow=AllowList(kubelet_port=self.port)),
-                                 ssl_context=ctx)
-        self.agent_task = asyncio.ensure_future(self.agent.run())
-
-    def stop(self) -> None:
-        async def _stop() -> None:
-            await self.agent.stop()
-            self.agent_task.cancel()
-            await self.kubelet.close()
-
-        try:
-            asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(10)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
-
-
-def join(srv: ServerProcess) -> NodeCerts:
-    token = parse_token((srv.data_dir / "token").read_text().strip())
-    code, _, body = srv.request("POST", NODE_CERTS_PATH, b"", anonymous=True, headers={
-        "Authorization": basic_auth(token.secret), NODE_NAME_HEADER: NODE, NODE_PASSWORD_HEADER: "node-password-1"})
-    assert code == 200, body
-    return NodeCerts.from_json(body)
-
-
 def echo_server() -> tuple[socket.socket, int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -142,31 +87,18 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     work = tmp_path_factory.mktemp("streams")
     srv = ServerProcess(work / "srv")
     sleeper = subprocess.Popen(["sleep", "300"])
-    node: NodeSide | None = None
+    node: TunnelledKubelet | None = None
     try:
         srv.start()
         log_file = work / "app.log"
         log_file.write_text("2026-01-01T00:00:00.000000000Z stdout F hello from the pod\n"
                             "2026-01-01T00:00:01.000000000Z stderr F second line\n")
-        node = NodeSide(srv, join(srv), OnePodView(pid=sleeper.pid, log_file=log_file), work)
+        node = TunnelledKubelet(server_url=srv.url, node=NODE, certs=join_node(srv, NODE, password="node-password-1"),
+                                pods=OnePodView(pid=sleeper.pid, log_file=log_file), workdir=work)
         node.start()
-        assert srv.json("POST", "/api/v1/nodes", {"metadata": {"name": NODE}})[0] == 201
-        code, _ = srv.json("PATCH", f"/api/v1/nodes/{NODE}/status",
-                           {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": node.port}}}},
-                           headers={"Content-Type": "application/merge-patch+json"})
-        assert code == 200
-        assert srv.json("POST", "/api/v1/namespaces/default/pods", {
-            "metadata": {"name": "app"}, "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "busybox"}]}})[0] == 201
-        srv.json("PATCH", "/api/v1/namespaces/default/pods/app/status", {"status": {"phase": "Running"}},
-                 headers={"Content-Type": "application/merge-patch+json"})
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:  # wait for the tunnel session
-            code, body = srv.json("GET", "/v1-edge/tunnels")
-            if code == 200 and any(s.get("node") == NODE for s in body.get("sessions", [])):
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"tunnel session never came up: {body}")
+        register_node(srv, NODE, kubelet_port=node.port)
+        add_running_pod(srv, name="app", node=NODE, container="app")
+        wait_for_tunnels(srv, {NODE})
         yield srv
     finally:
         if node is not None:

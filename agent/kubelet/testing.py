@@ -130,6 +130,15 @@ class StaticPods:
                  "status": {"phase": "Running", "podIP": "10.42.0.5"}}]
 
 
+def write_node_certs(certs: NodeCerts, d: Path) -> None:
+    """The join answer as files in ``d``: serving.crt/.key, client.crt/.key, client-ca.crt."""
+    d.mkdir(parents=True, exist_ok=True)
+    for name, data in (("serving.crt", certs.serving_cert), ("serving.key", certs.serving_key),
+                       ("client.crt", certs.client_cert), ("client.key", certs.client_key),
+                       ("client-ca.crt", certs.client_ca)):
+        (d / name).write_bytes(data)
+
+
 class TunnelledKubelet:
     """A node's side of the stream path, in this process: our kubelet plus the
     real tunnel agent dialling ``server_url``, on their own event-loop thread
@@ -152,10 +161,7 @@ class TunnelledKubelet:
         from .server import KubeletConfig, KubeletServer
 
         d = self.workdir
-        for name, data in (("serving.crt", self.certs.serving_cert), ("serving.key", self.certs.serving_key),
-                           ("client.crt", self.certs.client_cert), ("client.key", self.certs.client_key),
-                           ("client-ca.crt", self.certs.client_ca)):
-            (d / name).write_bytes(data)
+        write_node_certs(self.certs, d)
         self.kubelet = KubeletServer(KubeletConfig(cert_file=d / "serving.crt", key_file=d / "serving.key",
                                                    client_ca_file=d / "client-ca.crt", port=0), pods=self.pods)
         _, self.port = await self.kubelet.start()
