@@ -120,16 +120,29 @@ def spawn_anchor(*, lab: str, node: str, node_dir: Path | None, forward: bool) -
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
 
 
-def wait_anchor(proc: subprocess.Popen[bytes], *, what: str, timeout: float = 10.0) -> ProcRef:
+def starter_output(proc: subprocess.Popen[bytes], *, timeout: float, too_slow: str) -> tuple[list[str], bytes]:
+    """The stdout lines and stderr of a ``setsid -f`` starter, which exits once
+    its detached child has said ``ready <pid>`` (or failed). A starter that
+    overruns ``timeout`` is killed and reaped, then LabError(too_slow)."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise LabError(f"{what}: namespace anchor did not start within {timeout:.0f}s") from None
-    for line in out.decode().splitlines():
-        if line.startswith("ready "):
-            return ProcRef.of(int(line.split()[1]))
+        raise LabError(too_slow) from None
+    return out.decode().splitlines(), err
+
+
+def ready_ref(line: str) -> ProcRef | None:
+    """The process a starter's ``ready <pid>`` line names; None for any other line."""
+    return ProcRef.of(int(line.split()[1])) if line.startswith("ready ") else None
+
+
+def wait_anchor(proc: subprocess.Popen[bytes], *, what: str, timeout: float = 10.0) -> ProcRef:
+    lines, err = starter_output(proc, timeout=timeout, too_slow=f"{what}: namespace anchor did not start within {timeout:.0f}s")
+    for line in lines:
+        if ref := ready_ref(line):
+            return ref
     msg = err.decode().strip().splitlines()
     raise LabError(f"{what}: cannot create namespaces: {msg[-1] if msg else 'anchor exited'}")
 

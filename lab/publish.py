@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LabError
-from .netns import ProcRef, socket_in
+from .netns import ProcRef, ready_ref, socket_in, starter_output
 
 MARKER = "edgectl.lab.publish"
 
@@ -49,15 +49,11 @@ def start(*, lab: str, forwards: list[Forward], log_path: Path, timeout: float =
     with open(log_path, "ab") as log:
         # cwd=/: `python -m` puts the cwd first on sys.path; it must not shadow edgectl.
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd="/")
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise LabError(f"lab {lab}: port forwarder did not start within {timeout:.0f}s (log: {log_path})") from None
-    for line in out.decode().splitlines():
-        if line.startswith("ready "):
-            return ProcRef.of(int(line.split()[1]))
+    lines, _ = starter_output(proc, timeout=timeout,
+                             too_slow=f"lab {lab}: port forwarder did not start within {timeout:.0f}s (log: {log_path})")
+    for line in lines:
+        if ref := ready_ref(line):
+            return ref
         if line.startswith("error: "):
             raise LabError(f"lab {lab}: publish: {line[7:]}")
     raise LabError(f"lab {lab}: port forwarder exited (log: {log_path})")
