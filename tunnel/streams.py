@@ -111,6 +111,10 @@ class TunnelReader:
             raise self._exc
         if self._size or self._eof:
             return
+        await self._next_change()
+
+    async def _next_change(self) -> None:
+        """Sleep until data, EOF or an error arrives (raising the error)."""
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             await self._waiter
@@ -206,13 +210,7 @@ class TunnelReader:
                 raise asyncio.IncompleteReadError(partial, None)
             size = self._size
             while self._size == size and not self._eof:
-                self._waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-                if self._exc is not None:
-                    raise self._exc
+                await self._next_change()
 
     def _take_all_parts(self, n: int) -> bytes:
         parts = []
