@@ -430,12 +430,7 @@ class SQLiteBackend:
         _check_key(key)
 
         def op(conn: sqlite3.Connection) -> tuple[KeyValue, list[Event]]:
-            row = conn.execute(_SQL_LATEST, (key,)).fetchone()
-            if row is None or row[2]:
-                raise NotFound(key)
-            rid_prev, create_rev, _, old = row
-            if rid_prev != expected_revision:
-                raise Conflict(f"{key}: expected revision {expected_revision}, current is {rid_prev}")
+            rid_prev, create_rev, old = _live(conn, key, expected_revision=expected_revision)
             rid = self._append(conn, key, created=False, deleted=False, create_revision=create_rev,
                                prev_revision=rid_prev, value=value, old_value=old)
             kv = KeyValue(key, value, create_rev, rid)
@@ -447,12 +442,7 @@ class SQLiteBackend:
         _check_key(key)
 
         def op(conn: sqlite3.Connection) -> tuple[KeyValue, list[Event]]:
-            row = conn.execute(_SQL_LATEST, (key,)).fetchone()
-            if row is None or row[2]:
-                raise NotFound(key)
-            rid_prev, create_rev, _, old = row
-            if expected_revision is not None and rid_prev != expected_revision:
-                raise Conflict(f"{key}: expected revision {expected_revision}, current is {rid_prev}")
+            rid_prev, create_rev, old = _live(conn, key, expected_revision=expected_revision)
             rid = self._append(conn, key, created=False, deleted=True, create_revision=create_rev,
                                prev_revision=rid_prev, value=old, old_value=None)
             kv = KeyValue(key, old, create_rev, rid)
@@ -636,6 +626,19 @@ class SQLiteBackend:
 def _check_key(key: str) -> None:
     if not isinstance(key, str) or not key:
         raise ValueError("storage keys are non-empty strings")
+
+
+def _live(conn: sqlite3.Connection, key: str, *, expected_revision: int | None) -> tuple[int, int, bytes]:
+    """The key's current revision, create revision and value, for a write guarded by
+    ``expected_revision`` (None: any): NotFound when it is absent or deleted, Conflict
+    when it has moved on."""
+    row = conn.execute(_SQL_LATEST, (key,)).fetchone()
+    if row is None or row[2]:
+        raise NotFound(key)
+    rid_prev, create_rev, _, old = row
+    if expected_revision is not None and rid_prev != expected_revision:
+        raise Conflict(f"{key}: expected revision {expected_revision}, current is {rid_prev}")
+    return rid_prev, create_rev, old
 
 
 def _set_compact(conn: sqlite3.Connection, revision: int) -> tuple[int, int]:
