@@ -20,14 +20,13 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edgectl.agent.kubelet.testing import write_node_certs
+from edgectl.agent.kubelet.testing import TunnelledNode
 from edgectl.httpd import TAKEN_OVER, HTTPServer, Request, Response, json_response
 from edgectl.joinproto import NodeCerts
 from edgectl.server.nodeproxy import end_to_end_headers, node_proxy_target, split_node_name
@@ -74,28 +73,18 @@ def test_end_to_end_headers_drop_credentials_and_hop_by_hop() -> None:
 # --- the chain --------------------------------------------------------------------------------
 
 
-class EchoNode:
+class EchoNode(TunnelledNode):
     """An HTTPS endpoint on the node's kubelet port, behind the real tunnel agent."""
 
     def __init__(self, srv: ServerProcess, certs: NodeCerts, workdir: Path) -> None:
-        self.srv, self.certs, self.workdir = srv, certs, workdir
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="np-echo", daemon=True)
-        self.port = 0
+        super().__init__(server_url=srv.url, node=ECHO_NODE, certs=certs, workdir=workdir)
         self.release: asyncio.Event | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def start(self) -> None:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(20)
-
-    async def _start(self) -> None:
+    async def serve(self, certs_dir: Path) -> int:
         from edgectl.agent.kubelet import auth
-        from edgectl.tunnel.agent import AgentConfig, TunnelAgent, client_ssl_context
-        from edgectl.tunnel.allowlist import AllowList
 
-        d = self.workdir
-        write_node_certs(self.certs, d)
+        d = certs_dir
         self.release = asyncio.Event()
         ctx = auth.server_ssl_context(cert_file=d / "serving.crt", key_file=d / "serving.key", client_ca_file=d / "client-ca.crt")
 
@@ -113,12 +102,13 @@ class EchoNode:
                                                      ("X-Secret-Hop", "1")])
 
         self.http = HTTPServer(handler, ssl_context=ctx)
-        _, self.port = await self.http.start("127.0.0.1", 0)
-        cctx = client_ssl_context(ca_data=self.certs.server_ca.decode(), cert_file=str(d / "client.crt"),
-                                  key_file=str(d / "client.key"))
-        self.agent = TunnelAgent(AgentConfig(server=self.srv.url, node=ECHO_NODE, allow=AllowList(kubelet_port=self.port)),
-                                 ssl_context=cctx)
-        self.agent_task = asyncio.ensure_future(self.agent.run())
+        _, port = await self.http.start("127.0.0.1", 0)
+        return port
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await self.http.close()
 
     async def _stream(self) -> Any:
         assert self.release is not None
@@ -148,20 +138,6 @@ class EchoNode:
         assert self.release is not None
         self.loop.call_soon_threadsafe(self.release.set)
 
-    def stop(self) -> None:
-        async def _stop() -> None:
-            await self.agent.stop()
-            self.agent_task.cancel()
-            for task in list(self.tasks):
-                task.cancel()
-            await self.http.close()
-
-        try:
-            asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(10)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
-
 
 class Chain:
     def __init__(self, srv: ServerProcess, echo: EchoNode, kubelet_port: int, node_certs: Path) -> None:
@@ -182,7 +158,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     echo: EchoNode | None = None
     try:
         srv.start()
-        kubelet = TunnelledKubelet(server_url=srv.url, node=KUBELET_NODE, certs=join_node(srv, KUBELET_NODE, password=f"{KUBELET_NODE}-password-1"),
+        certs = join_node(srv, KUBELET_NODE, password=f"{KUBELET_NODE}-password-1")
+        kubelet = TunnelledKubelet(server_url=srv.url, node=KUBELET_NODE, certs=certs,
                                    pods=StaticPods(pid=sleeper.pid, log_dir=work / "logs"), workdir=work)
         kubelet.start()
         echo_certs = join_node(srv, ECHO_NODE, password=f"{ECHO_NODE}-password-1")

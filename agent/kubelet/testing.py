@@ -1,9 +1,11 @@
 """Test and benchmark support for the kubelet API: a real "container" (a
 process in fresh PID, mount, UTS, IPC and network namespaces, made with
 ``unshare``), a PodView over it (no pod manager, no CNI), and
-:class:`TunnelledKubelet`, a node's kubelet reachable through the real tunnel."""
+:class:`TunnelledKubelet`, a node's kubelet reachable through the real tunnel
+(:class:`TunnelledNode` for any other endpoint in the kubelet's place)."""
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import ctypes
@@ -139,16 +141,25 @@ def write_node_certs(certs: NodeCerts, d: Path) -> None:
         (d / name).write_bytes(data)
 
 
-class TunnelledKubelet:
-    """A node's side of the stream path, in this process: our kubelet plus the
-    real tunnel agent dialling ``server_url``, on their own event-loop thread
-    (so blocking test code, e.g. running kubectl, can drive them)."""
+class TunnelledNode(abc.ABC):
+    """A node's side of the tunnel, in this process: an HTTPS endpoint on the
+    node's kubelet port (what :meth:`serve` starts) plus the real tunnel agent
+    dialling ``server_url``, on their own event-loop thread (so blocking test
+    code, e.g. running kubectl, can drive them)."""
 
-    def __init__(self, *, server_url: str, node: str, certs: NodeCerts, pods: Any, workdir: Path) -> None:
-        self.server_url, self.node, self.certs, self.pods, self.workdir = server_url, node, certs, pods, workdir
+    def __init__(self, *, server_url: str, node: str, certs: NodeCerts, workdir: Path) -> None:
+        self.server_url, self.node, self.certs, self.workdir = server_url, node, certs, workdir
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=f"kubelet-{node}", daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_forever, name=f"node-{node}", daemon=True)
         self.port = 0
+
+    @abc.abstractmethod
+    async def serve(self, certs_dir: Path) -> int:
+        """Start the endpoint with the node certificates in ``certs_dir``; return its port."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop what :meth:`serve` started (after the agent has stopped)."""
 
     def start(self) -> None:
         self.thread.start()
@@ -158,13 +169,9 @@ class TunnelledKubelet:
         from edgectl.tunnel.agent import AgentConfig, TunnelAgent, client_ssl_context
         from edgectl.tunnel.allowlist import AllowList
 
-        from .server import KubeletConfig, KubeletServer
-
         d = self.workdir
         write_node_certs(self.certs, d)
-        self.kubelet = KubeletServer(KubeletConfig(cert_file=d / "serving.crt", key_file=d / "serving.key",
-                                                   client_ca_file=d / "client-ca.crt", port=0), pods=self.pods)
-        _, self.port = await self.kubelet.start()
+        self.port = await self.serve(d)
         ctx = client_ssl_context(ca_data=self.certs.server_ca.decode(), cert_file=str(d / "client.crt"),
                                  key_file=str(d / "client.key"))
         self.agent = TunnelAgent(AgentConfig(server=self.server_url, node=self.node,
@@ -175,10 +182,30 @@ class TunnelledKubelet:
         async def _stop() -> None:
             await self.agent.stop()
             self.agent_task.cancel()
-            await self.kubelet.close()
+            await self.close()
 
         try:
             asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(10)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
+
+
+class TunnelledKubelet(TunnelledNode):
+    """Our kubelet API over ``pods`` (a PodView), reachable through the real tunnel."""
+
+    def __init__(self, *, server_url: str, node: str, certs: NodeCerts, pods: Any, workdir: Path) -> None:
+        super().__init__(server_url=server_url, node=node, certs=certs, workdir=workdir)
+        self.pods = pods
+
+    async def serve(self, certs_dir: Path) -> int:
+        from .server import KubeletConfig, KubeletServer
+
+        d = certs_dir
+        self.kubelet = KubeletServer(KubeletConfig(cert_file=d / "serving.crt", key_file=d / "serving.key",
+                                                   client_ca_file=d / "client-ca.crt", port=0), pods=self.pods)
+        _, port = await self.kubelet.start()
+        return port
+
+    async def close(self) -> None:
+        await self.kubelet.close()
