@@ -199,8 +199,7 @@ async def run(root: Path, pid: int) -> None:
 
 def bench_kubectl(root: Path, pid: int) -> None:
     from edgectl.agent.kubelet.testing import TunnelledKubelet
-    from edgectl.joinproto import NODE_CERTS_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, NodeCerts, basic_auth, parse_token
-    from edgectl.server.testing import ServerProcess, kubectl_path
+    from edgectl.server.testing import ServerProcess, add_running_pod, join_node, kubectl_path, register_node
 
     if not kubectl_path("1.27").exists() or not kubectl_path("1.33").exists():
         print("kubectl 1.27/1.33 not installed: skipping the end-to-end figures")
@@ -211,21 +210,11 @@ def bench_kubectl(root: Path, pid: int) -> None:
     logs = root / "logs"  # the 100 MB log written by run()
     try:
         srv.start()
-        token = parse_token((srv.data_dir / "token").read_text().strip())
-        code, _, body = srv.request("POST", NODE_CERTS_PATH, b"", anonymous=True, headers={
-            "Authorization": basic_auth(token.secret), NODE_NAME_HEADER: node_name, NODE_PASSWORD_HEADER: "bench-pw-1"})
-        assert code == 200, body
-        node = TunnelledKubelet(server_url=srv.url, node=node_name, certs=NodeCerts.from_json(body),
+        node = TunnelledKubelet(server_url=srv.url, node=node_name, certs=join_node(srv, node_name, password="bench-pw-1"),
                                 pods=StaticPods(pid=pid, log_dir=logs, running=False), workdir=root)
         node.start()
-        srv.json("POST", "/api/v1/nodes", {"metadata": {"name": node_name}})
-        srv.json("PATCH", f"/api/v1/nodes/{node_name}/status",
-                 {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": node.port}}}},
-                 headers={"Content-Type": "application/merge-patch+json"})
-        srv.json("POST", "/api/v1/namespaces/default/pods", {
-            "metadata": {"name": "web"}, "spec": {"nodeName": node_name, "containers": [{"name": "main", "image": "x"}]}})
-        srv.json("PATCH", "/api/v1/namespaces/default/pods/web/status", {"status": {"phase": "Running"}},
-                 headers={"Content-Type": "application/merge-patch+json"})
+        register_node(srv, node_name, kubelet_port=node.port)
+        add_running_pod(srv, name="web", node=node_name, container="main")
 
         def kubectl(version: str, *args: str) -> subprocess.CompletedProcess[bytes]:
             return subprocess.run([str(kubectl_path(version)), "--kubeconfig", str(srv.kubeconfig), "--cache-dir",
