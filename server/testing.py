@@ -7,6 +7,7 @@ kubectl or with the admin certificate, and always stop it by PID.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -16,13 +17,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
 
 from edgectl.joinproto import NODE_CERTS_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, NodeCerts, basic_auth, parse_token
+
+if TYPE_CHECKING:
+    from edgectl.server.registry import Registry
 
 KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
 
@@ -232,3 +237,21 @@ def wait_for_tunnels(srv: ServerProcess, nodes: set[str], timeout: float = 15.0)
             return
         time.sleep(0.1)
     raise AssertionError(f"tunnel sessions never came up: {body}")
+
+
+@contextlib.asynccontextmanager
+async def sqlite_registry(db: Path, **registry_options: Any) -> AsyncIterator[Registry]:
+    """A started Registry over a real SQLite store at ``db`` (no background
+    compaction, so tests see every revision); both are closed on the way out."""
+    from edgectl.server.registry import Registry
+    from edgectl.server.storage.sqlite import SQLiteBackend, SQLiteOptions
+
+    store = SQLiteBackend(db, options=SQLiteOptions(compact_interval=0))
+    await store.start()
+    reg = Registry(store, **registry_options)
+    try:
+        await reg.start()
+        yield reg
+    finally:
+        await reg.close()
+        await store.close()

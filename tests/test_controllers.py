@@ -28,7 +28,7 @@ from edgectl.server.controllers.scheduler import (
     with_condition,
 )
 from edgectl.server.registry import Registry
-from edgectl.server.storage.sqlite import SQLiteBackend, SQLiteOptions
+from edgectl.server.testing import sqlite_registry
 
 Obj = dict[str, Any]
 N = ipaddress.IPv4Network
@@ -180,15 +180,8 @@ def test_kubernetes_service_shapes() -> None:
 # --------------------------------------------- against a real registry + store
 def with_registry(tmp_path: Path, body: Callable[[Registry], Awaitable[None]]) -> None:
     async def main() -> None:
-        store = SQLiteBackend(tmp_path / "db" / "state.db", options=SQLiteOptions(compact_interval=0))
-        await store.start()
-        reg = Registry(store)
-        try:
-            await reg.start()
+        async with sqlite_registry(tmp_path / "db" / "state.db") as reg:
             await asyncio.wait_for(body(reg), 60)
-        finally:
-            await reg.close()
-            await store.close()
 
     asyncio.run(main())
 

@@ -13,7 +13,7 @@ import pytest
 from edgectl.server.manifests import ANNOTATION, ManifestDeployer, ManifestError, discover, merged, parse_manifest
 from edgectl.server.registry import Registry
 from edgectl.server.status import ApiError
-from edgectl.server.storage.sqlite import SQLiteBackend, SQLiteOptions
+from edgectl.server.testing import sqlite_registry
 
 NS_AND_CM = """\
 apiVersion: v1
@@ -75,17 +75,10 @@ def test_merged_overlays_fields_and_merges_labels() -> None:
 
 def with_registry(tmp_path: Path, body: Callable[[Registry, Path], Awaitable[None]]) -> None:
     async def main() -> None:
-        store = SQLiteBackend(tmp_path / "db" / "state.db", options=SQLiteOptions(compact_interval=0))
-        await store.start()
-        reg = Registry(store)
-        try:
-            await reg.start()
+        async with sqlite_registry(tmp_path / "db" / "state.db") as reg:
             mdir = tmp_path / "manifests"
             mdir.mkdir()
             await asyncio.wait_for(body(reg, mdir), 60)
-        finally:
-            await reg.close()
-            await store.close()
 
     asyncio.run(main())
 

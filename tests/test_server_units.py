@@ -13,7 +13,8 @@ from edgectl.server import patch, protobuf, tables
 from edgectl.server.registry import Registry, Selection
 from edgectl.server.selectors import SelectorError, parse_field_selector, parse_label_selector
 from edgectl.server.status import ApiError
-from edgectl.server.storage.sqlite import SQLiteBackend, SQLiteOptions
+from edgectl.server.storage.sqlite import SQLiteBackend
+from edgectl.server.testing import sqlite_registry
 
 # --- strategic merge patch -----------------------------------------------------------
 
@@ -177,15 +178,8 @@ def test_protobuf_configmap_and_service() -> None:
 
 def run_registry(tmp_path: Path, body: Any) -> Any:
     async def main() -> Any:
-        store = SQLiteBackend(tmp_path / "state.db", options=SQLiteOptions(compact_interval=0))
-        await store.start()
-        reg = Registry(store)
-        try:
-            await reg.start()
-            return await body(reg, store)
-        finally:
-            await reg.close()
-            await store.close()
+        async with sqlite_registry(tmp_path / "state.db") as reg:
+            return await body(reg, reg.store)
 
     return asyncio.run(main())
 

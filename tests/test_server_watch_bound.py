@@ -22,8 +22,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from edgectl.server.registry import Registry, WatchStream
-from edgectl.server.storage.sqlite import SQLiteBackend, SQLiteOptions
-from edgectl.server.testing import ServerProcess
+from edgectl.server.testing import ServerProcess, sqlite_registry
 
 
 def _storage_watchers() -> float:
@@ -32,15 +31,8 @@ def _storage_watchers() -> float:
 
 def run_registry(tmp_path: Path, body: Any, *, watch_buffer: int, slow_seconds: float = 0.3) -> Any:
     async def main() -> Any:
-        store = SQLiteBackend(tmp_path / "state.db", options=SQLiteOptions(compact_interval=0))
-        await store.start()
-        reg = Registry(store, watch_buffer=watch_buffer, watch_slow_seconds=slow_seconds)
-        try:
-            await reg.start()
+        async with sqlite_registry(tmp_path / "state.db", watch_buffer=watch_buffer, watch_slow_seconds=slow_seconds) as reg:
             return await body(reg)
-        finally:
-            await reg.close()
-            await store.close()
 
     return asyncio.run(main())
 
