@@ -124,17 +124,23 @@ class TunnelMachine(RuleBasedStateMachine):
             self.s[1 - side].receive_data(chunk, self.now)
             self._events(1 - side)
 
+    def _flush(self, side: int) -> bool:
+        """Deliver all that ``side`` has sent (queued or new) to the other side; False if nothing moved."""
+        self.wire[side] += self.s[side].data_to_send()
+        if not self.wire[side]:
+            return False
+        chunk = bytes(self.wire[side])
+        self.wire[side].clear()
+        self.s[1 - side].receive_data(chunk, self.now)
+        self._events(1 - side)
+        return True
+
     @rule()
     def settle(self) -> None:
         """Flush both directions completely (without reading)."""
         for _ in range(4):
             for side in (0, 1):
-                self.wire[side] += self.s[side].data_to_send()
-                if self.wire[side]:
-                    chunk = bytes(self.wire[side])
-                    self.wire[side].clear()
-                    self.s[1 - side].receive_data(chunk, self.now)
-                    self._events(1 - side)
+                self._flush(side)
 
     @rule(dt=st.floats(0, 0.01))
     def tick(self, dt: float) -> None:
@@ -160,12 +166,7 @@ class TunnelMachine(RuleBasedStateMachine):
         for _ in range(2000):
             moved = False
             for side in (0, 1):
-                self.wire[side] += self.s[side].data_to_send()
-                if self.wire[side]:
-                    chunk = bytes(self.wire[side])
-                    self.wire[side].clear()
-                    self.s[1 - side].receive_data(chunk, self.now)
-                    self._events(1 - side)
+                if self._flush(side):
                     moved = True
                 for key, k in list(self.unconsumed.items()):
                     if k and key[0] == side:
