@@ -156,12 +156,7 @@ class ClusterConfig:
 
     @classmethod
     def from_json(cls, body: bytes) -> ClusterConfig:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise EdgectlError(f"server config is not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise EdgectlError("server config is not a JSON object")
+        doc = _json_object(body, what="server config")
         kwargs: dict[str, Any] = {}
         for key, attr in _CONFIG_KEYS.items():
             if key in doc:
@@ -172,6 +167,17 @@ class ClusterConfig:
         if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
             raise EdgectlError("server config: servers must be a list of URLs")
         return cls(servers=tuple(servers), **kwargs)
+
+
+def _json_object(body: bytes, *, what: str) -> dict[str, Any]:
+    """A server reply that must be a JSON object; anything else is a one-line EdgectlError naming ``what``."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EdgectlError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise EdgectlError(f"{what} is not a JSON object")
+    return doc
 
 
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -211,12 +217,7 @@ class NodeCerts:
 
     @classmethod
     def from_json(cls, body: bytes) -> NodeCerts:
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise EdgectlError(f"node certificate reply is not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise EdgectlError("node certificate reply is not a JSON object")
+        doc = _json_object(body, what="node certificate reply")
         values = []
         for key in _BUNDLE_KEYS:
             value = doc.get(key)
