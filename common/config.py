@@ -64,21 +64,31 @@ class _FlagLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def read_small_text(path: Path, *, limit: int, what: str, error: type[Exception],
+                    refuse_dirs: bool = False) -> str:
+    """A UTF-8 file of at most ``limit`` bytes, or one ``error`` that names the
+    file and calls it a ``what``. The read is bounded: /dev/zero or a 1 GiB
+    file must not fill memory before we can say it is wrong."""
+    try:
+        if refuse_dirs and path.is_dir():
+            raise error(f"{path}: is a directory, not a {what}")
+        with path.open("rb") as f:
+            raw = f.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        raise error(f"{path}: larger than {limit // 1024} KiB; is this a {what}?")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+
+
 def read_file(path: Path) -> dict[str, Any]:
     """Parse a config file into a mapping, with errors that name the file."""
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded: -c /dev/zero must not fill memory
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; is this a config file?")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    text = read_small_text(path, limit=MAX_CONFIG_BYTES, what="config file", error=ConfigError)
     try:
         doc = yaml.load(text, Loader=_FlagLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

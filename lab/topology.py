@@ -17,6 +17,8 @@ from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any, NoReturn
 
+from edgectl.config import read_small_text
+
 from . import yamlsrc
 from .errors import TopologyError
 
@@ -189,23 +191,8 @@ MAX_TOPOLOGY_BYTES = 1024 * 1024
 def load(path: str | Path) -> Topology:
     """Read and validate a topology file."""
     p = Path(path)
-    try:
-        if p.is_dir():
-            raise TopologyError(f"{p}: is a directory, not a topology file")
-        # Bounded read: a topology is a few KiB; /dev/zero or a 1 GiB file must not
-        # fill memory before we can say it is wrong.
-        with p.open("rb") as f:
-            raw = f.read(MAX_TOPOLOGY_BYTES + 1)
-    except FileNotFoundError:
-        raise TopologyError(f"{p}: no such topology file") from None
-    except OSError as exc:
-        raise TopologyError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_TOPOLOGY_BYTES:
-        raise TopologyError(f"{p}: larger than {MAX_TOPOLOGY_BYTES // 1024} KiB; is this a topology file?")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TopologyError(f"{p}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    # A topology is a few KiB; the read is bounded.
+    text = read_small_text(p, limit=MAX_TOPOLOGY_BYTES, what="topology file", error=TopologyError, refuse_dirs=True)
     if "\x00" in text:
         raise TopologyError(f"{p}: not a text file (it contains NUL bytes)")
     return parse_text(text, source=str(p))
