@@ -195,6 +195,13 @@ class _Connection:
                 await close_writer(self.writer)
 
     async def _read_request(self, event: h11.Request) -> Request | None:
+        # h11 caps only a head still arriving; one that came in a single read
+        # is measured here so the limit does not depend on TCP segmentation.
+        head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+        if head_size > MAX_HEAD:
+            message = f"the request line and headers are larger than the {MAX_HEAD // 1024} KiB limit"
+            await self._send_response(self.server.error_body(431, message), close=True)
+            return None
         target = event.target.decode("latin-1")
         split = urlsplit(target)
         headers = Headers(event.headers)

@@ -195,3 +195,30 @@ def test_close_does_not_wait_for_a_silent_tls_peer(tmp_path) -> None:  # type: i
         return took
 
     assert asyncio.run(main()) < 5.0
+
+
+def test_oversized_head_is_431_however_it_arrives() -> None:
+    async def handler(req: Request) -> Response:
+        return json_response(200, {})
+
+    async def main() -> list[bytes]:
+        server, port = await start(handler)
+        statuses = []
+        try:
+            for split in (False, True):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+                if split:
+                    writer.write(head[:40_000])
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.write(head[40_000:])
+                else:
+                    writer.write(head)
+                statuses.append((await reader.readline()).split()[1])
+                writer.close()
+        finally:
+            await server.close()
+        return statuses
+
+    assert run(main()) == [b"431", b"431"]
