@@ -134,8 +134,26 @@ def _int_arg(req: Request, name: str) -> int | None:
     return number
 
 
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")  # Go's strconv.ParseBool, as upstream parses
+_FALSE = ("", "0", "f", "F", "false", "FALSE", "False")
+
+
 def _bool_arg(req: Request, name: str) -> bool:
-    return (req.arg(name) or "").lower() in ("true", "1")
+    value = req.arg(name) or ""
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise status.bad_request(f"invalid value for {name}: {value!r} is not a boolean")
+
+
+def _rv_match_exact(req: Request) -> bool:
+    match = req.arg("resourceVersionMatch") or ""
+    if match not in ("", "Exact", "NotOlderThan"):
+        raise status.bad_request(f'resourceVersionMatch: Unsupported value: "{match}": supported values: "Exact", "NotOlderThan"')
+    if match and not req.arg("resourceVersion"):
+        raise status.bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
+    return match == "Exact"
 
 
 def _dry_run(req: Request) -> bool:
@@ -319,7 +337,7 @@ class ApiServer:
         listed = await self.registry.list(
             t.res, t.namespace, selection=self._selection(req, t), limit=limit,
             continue_token=req.arg("continue"), resource_version=req.arg("resourceVersion"),
-            exact=req.arg("resourceVersionMatch") == "Exact", shared=True,
+            exact=_rv_match_exact(req), shared=True,
         )
         wanted = negotiate(req.headers.get("accept"))
         if wanted.as_ == "Table":
