@@ -18,6 +18,7 @@ from edgectl.log import fields
 
 from ..registry import Registry, WatchStream
 from ..resources import Resource
+from ..status import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ async def run_loop(
     wake.set()
     backoff = 0.5
     delay: float | None = None
+    last_error: str | None = None  # a failure repeating on every back-off is logged once
     try:
         while True:
             timeout = resync if delay is None else min(resync, max(delay, 0.0))
@@ -77,10 +79,18 @@ async def run_loop(
             try:
                 delay = await reconcile()
                 backoff = 0.5
+                last_error = None
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("reconcile failed; retrying", extra=fields(controller=name, retry_in_s=backoff))
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if error == last_error:
+                    log.debug("reconcile failed again; retrying", extra=fields(controller=name, retry_in_s=backoff, error=error))
+                elif isinstance(exc, ApiError) and 400 <= exc.code < 500:  # the API refused: data, not a bug
+                    log.warning("reconcile refused by the API; retrying", extra=fields(controller=name, retry_in_s=backoff, error=error))
+                else:
+                    log.exception("reconcile failed; retrying", extra=fields(controller=name, retry_in_s=backoff))
+                last_error = error
                 delay = backoff
                 backoff = min(backoff * 2, max_backoff)
     finally:
