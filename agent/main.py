@@ -182,7 +182,8 @@ class Agent:
                                                log_max_bytes=self.config.container_log_max_bytes))
         self.podsync = PodSync(client=self.client, node=self.config.node_name)
         self.manager = PodManager(runtime=runtime, data_dir=self.config.data_dir, on_change=self.podsync.on_change,
-                                  cluster=info, host_ip=self.config.node_ips[0] if self.config.node_ips else "")
+                                  cluster=info, host_ip=self.config.node_ips[0] if self.config.node_ips else "",
+                                  allocatable=nodeapi.node_resources(self._facts))
         self.podsync.manager = self.manager
         self._spawn(self.manager.run(), "pod-manager")
         self._spawn(self.podsync.run(), "pod-sync")

@@ -94,10 +94,16 @@ def ready_condition(*, ready: bool, message: str, now: str, since: str | None = 
     }
 
 
+def node_resources(facts: MachineFacts) -> dict[str, str]:
+    """Capacity and allocatable (the same: nothing is reserved); resourceFieldRef
+    env vars of containers without limits fall back to these."""
+    return {"cpu": str(facts.cpus), "memory": f"{facts.memory_kib}Ki", "pods": str(MAX_PODS),
+            "ephemeral-storage": "0"}
+
+
 def node_status(config: AgentConfig, facts: MachineFacts, *, ready: bool, message: str, now: str,
                 ready_since: str | None = None) -> Obj:
-    resources = {"cpu": str(facts.cpus), "memory": f"{facts.memory_kib}Ki", "pods": str(MAX_PODS),
-                 "ephemeral-storage": "0"}
+    resources = node_resources(facts)
     pressure = [
         {"type": t, "status": "False", "reason": r, "message": m, "lastHeartbeatTime": now, "lastTransitionTime": ready_since or now}
         for t, r, m in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),

@@ -30,11 +30,11 @@ def start(tmp_path: Path, doc: dict) -> None:
 
 
 @pytest.mark.parametrize("doc, fragment", [
-    (pod(container={"env": [{"name": "FOO", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}),
-     "env FOO: valueFrom.secretKeyRef is not supported by the process runtime"),
-    (pod(container={"env": [{"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}),
-     "env IP: valueFrom.fieldRef is not supported"),
-    (pod(container={"envFrom": [{"configMapRef": {"name": "cm"}}]}), "envFrom is not supported"),
+    (pod(container={"env": [{"name": "FOO", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}),
+     "env FOO: valueFrom.secretKeyRef needs name and key"),
+    (pod(container={"env": [{"name": "IP", "valueFrom": {"podRef": {}}}]}),
+     "env IP: valueFrom must set exactly one of fieldRef"),
+    (pod(container={"envFrom": [{"serviceRef": {"name": "cm"}}]}), "envFrom entries must set exactly one of"),
     (pod(hostNetwork=True), "hostNetwork: true is not supported by the process runtime"),
 ])
 def test_unsupported_features_are_refused_before_anything_starts(tmp_path: Path, doc: dict, fragment: str) -> None:

@@ -36,8 +36,9 @@ POD_CIDR = "10.42.9.0/24"
 class Node:
     """One agent's runtime + manager inside the node namespace."""
 
-    def __init__(self, root: Path, *, backoff: float = 10.0) -> None:
+    def __init__(self, root: Path, *, backoff: float = 10.0, **manager_args: Any) -> None:
         self.root = root
+        self.manager_args = manager_args
         self.config = RuntimeConfig(pod_cidr=POD_CIDR, data_dir=root / "data", log_dir=root / "log",
                                     cni_conf_dir=root / "cni")
         self.changes: list[tuple[str, dict[str, Any] | None]] = []
@@ -49,7 +50,7 @@ class Node:
         self.manager = PodManager(runtime=ProcessRuntime(self.config), data_dir=self.root / "data",
                                   on_change=lambda uid, st: self.changes.append((uid, st)),
                                   backoff=Backoff(base=self.backoff, cap=8 * self.backoff), resync_interval=0.5,
-                                  host_ip="198.18.0.10")
+                                  host_ip="198.18.0.10", **self.manager_args)
         self.task = asyncio.create_task(self.manager.run())
         return self
 
@@ -338,6 +339,51 @@ def test_missing_command_and_bad_binary_give_clear_reasons() -> None:
         assert (term["exitCode"], term["reason"]) == (128, "StartError")
         assert "/no/such/binary" in term["message"] and "No such file" in term["message"]
         await node.stop(stop_pods=True)
+
+    in_node(body)
+
+
+def test_downward_api_env_sees_the_pod_ip_before_the_container_starts() -> None:
+    async def body(root: Path) -> None:
+        node = await Node(root, backoff=0.2, allocatable={"cpu": "2", "memory": "1Gi"}).start()
+        field = lambda path: {"fieldRef": {"fieldPath": path}}  # noqa: E731
+        p = pod("downward", [
+            sh("main", "echo ip=$MY_IP ips=$MY_IPS host=$NODE_IP name=$MY_NAME/$MY_NS app=$APP;"
+                       " echo cpu=$CPU_M mem=$MEM_MI url=$URL; exec sleep 300",
+               env=[{"name": "MY_IP", "valueFrom": field("status.podIP")},
+                    {"name": "MY_IPS", "valueFrom": field("status.podIPs")},
+                    {"name": "NODE_IP", "valueFrom": field("status.hostIP")},
+                    {"name": "MY_NAME", "valueFrom": field("metadata.name")},
+                    {"name": "MY_NS", "valueFrom": field("metadata.namespace")},
+                    {"name": "APP", "valueFrom": field("metadata.labels['app']")},
+                    {"name": "CPU_M", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
+                    {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory",
+                                                                          "divisor": "1Mi"}}},
+                    {"name": "URL", "value": "http://$(MY_IP):8080"}],
+               resources={"limits": {"memory": "96Mi"}}),
+        ], restartPolicy="Never")
+        p["metadata"]["labels"] = {"app": "shop"}
+        bad = pod("badfield", [sh("c", "true", env=[{"name": "X", "valueFrom": field("status.phase")}])])
+        node.manager.sync([p, bad])
+        uid = p["metadata"]["uid"]
+        st = await node.wait(uid, lambda s: s["phase"] == "Running")
+        logs = node.manager.container_logs("default", "downward", "main")
+        assert logs and logs.current
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(read_log(logs.current)) < 2:
+            await asyncio.sleep(0.05)
+        ip = st["podIP"]
+        assert [r.text.decode() for r in read_log(logs.current)] == [
+            f"ip={ip} ips={ip} host=198.18.0.10 name=downward/default app=shop",
+            f"cpu=2000 mem=96 url=http://{ip}:8080"]
+        proc = node.manager.container_process("default", "downward", "main")
+        assert proc is not None and proc.env["MY_IP"] == ip  # exec sees what the container got
+        st = await node.wait(bad["metadata"]["uid"], lambda s: "waiting" in cstatus(s, "c")["state"]
+                             and cstatus(s, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError")
+        assert "env X: fieldRef.fieldPath 'status.phase' is not supported" in \
+            cstatus(st, "c")["state"]["waiting"]["message"]
+        await node.stop(stop_pods=True)
+        assert node.lease_files() == [] and netns_names() == []
 
     in_node(body)
 

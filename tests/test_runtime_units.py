@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from edgectl.agent.runtime import cni, crilog, lifecycle, podfiles
+from edgectl.agent.runtime import cni, crilog, envsources, lifecycle, podfiles
 from edgectl.agent.runtime.interface import ContainerExit, ContainerHandle
 from edgectl.agent.runtime.spec import PodSpecError, parse_pod
 
@@ -194,6 +196,103 @@ def test_container_env_precedence_service_links_and_expansion() -> None:
     p2 = parse_pod(_pod(enableServiceLinks=False))
     env2 = podfiles.container_env(p2, p2.containers[0], cluster=podfiles.ClusterInfo(), services=[svc])
     assert "REDIS_MAIN_SERVICE_HOST" not in env2 and env2["KUBERNETES_SERVICE_HOST"] == "10.43.0.1"
+
+
+# ---- env valueFrom: downward API and resources ------------------------------------
+
+def _env_pod(env: list[dict], **container: object) -> object:
+    doc = _pod(containers=[{"name": "c", "command": ["sh"], "env": env, **container},
+                           {"name": "side", "command": ["sh"], "resources": {"limits": {"memory": "64Mi"}}}],
+               nodeName="edge-1", serviceAccountName="robot")
+    doc["metadata"].update(labels={"app": "web"}, annotations={"team/owner": "ops"})
+    return parse_pod(doc)
+
+
+def _field(path: str) -> dict:
+    return {"name": "V", "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+FACTS = envsources.PodFacts(pod_ips=("10.42.0.7", "fd00::7"), host_ips=("198.18.0.10",),
+                            allocatable={"cpu": "2", "memory": "4016812Ki", "ephemeral-storage": "0"})
+
+
+@pytest.mark.parametrize("path, value", [
+    ("metadata.name", "web"), ("metadata.namespace", "shop"), ("metadata.uid", "u-1"),
+    ("metadata.labels['app']", "web"), ("metadata.labels['missing']", ""),
+    ("metadata.annotations['team/owner']", "ops"), ("spec.nodeName", "edge-1"),
+    ("spec.serviceAccountName", "robot"), ("status.podIP", "10.42.0.7"), ("status.podIPs", "10.42.0.7,fd00::7"),
+    ("status.hostIP", "198.18.0.10"), ("status.hostIPs", "198.18.0.10"),
+])
+def test_field_ref_values(path: str, value: str) -> None:
+    p = _env_pod([_field(path), {"name": "W", "value": "<$(V)>"}])
+    env = podfiles.container_env(p, p.containers[0], cluster=podfiles.ClusterInfo(), facts=FACTS)
+    assert env["V"] == value and env["W"] == f"<{value}>"  # later values expand earlier valueFrom ones
+
+
+@pytest.mark.parametrize("path", ["metadata.labels", "status.phase", "spec.containers[0].name", ""])
+def test_unknown_field_path_is_a_config_error_naming_it(path: str) -> None:
+    p = _env_pod([_field(path)])
+    with pytest.raises(envsources.EnvError) as info:
+        podfiles.container_env(p, p.containers[0], cluster=podfiles.ClusterInfo(), facts=FACTS)
+    assert f"env V: fieldRef.fieldPath {path!r} is not supported" in str(info.value)
+    assert "status.podIP" in str(info.value)  # the message lists what works
+
+
+@pytest.mark.parametrize("text, value", [
+    ("500m", Fraction(1, 2)), ("2", 2), ("1.5Gi", 3 * 2**29), ("128Mi", 128 * 2**20), ("1e3", 1000),
+    ("100k", 100_000), ("250u", Fraction(1, 4000)), (".5", Fraction(1, 2)),
+])
+def test_parse_quantity(text: str, value: object) -> None:
+    assert envsources.parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "lots", "1Gb", "1.2.3", "Mi"])
+def test_parse_quantity_rejects_garbage(text: str) -> None:
+    with pytest.raises(envsources.EnvError, match="not a resource quantity"):
+        envsources.parse_quantity(text)
+
+
+def _res(resource: str, divisor: str = "", container: str = "") -> dict:
+    ref = {"resource": resource, **({"divisor": divisor} if divisor else {}),
+           **({"containerName": container} if container else {})}
+    return {"name": "R", "valueFrom": {"resourceFieldRef": ref}}
+
+
+@pytest.mark.parametrize("ref, resources, value", [
+    (_res("limits.cpu"), {"limits": {"cpu": "500m"}}, "1"),  # ceil(0.5 core)
+    (_res("limits.cpu", "1m"), {"limits": {"cpu": "500m"}}, "500"),
+    (_res("limits.cpu", "1m"), {}, "2000"),  # no limit: node allocatable
+    (_res("limits.memory"), {}, str(4016812 * 1024)),
+    (_res("limits.memory", "1Mi"), {"limits": {"memory": "100M"}}, "96"),  # ceil(95.37)
+    (_res("requests.memory", "1Mi"), {"limits": {"memory": "64Mi"}}, "64"),  # request defaults to limit
+    (_res("requests.cpu", "1m"), {"requests": {"cpu": "250m"}, "limits": {"cpu": "1"}}, "250"),
+    (_res("requests.cpu"), {}, "0"),
+    (_res("limits.memory", "1Mi", "side"), {}, "64"),  # another container's limit
+])
+def test_resource_field_ref(ref: dict, resources: dict, value: str) -> None:
+    p = _env_pod([ref], resources=resources)
+    env = podfiles.container_env(p, p.containers[0], cluster=podfiles.ClusterInfo(), facts=FACTS)
+    assert env["R"] == value
+
+
+@pytest.mark.parametrize("ref, facts, fragment", [
+    (_res("limits.gpu"), FACTS, "resourceFieldRef.resource 'limits.gpu' is not supported"),
+    (_res("limits.cpu", container="nope"), FACTS, "containerName 'nope': no such container"),
+    (_res("limits.cpu", "0"), FACTS, "divisor '0' must be positive"),
+    (_res("limits.cpu", "x"), FACTS, "'x' is not a resource quantity"),
+    (_res("limits.cpu"), envsources.PodFacts(), "node's allocatable cpu is unknown"),
+])
+def test_resource_field_ref_errors(ref: dict, facts: envsources.PodFacts, fragment: str) -> None:
+    p = _env_pod([ref])
+    with pytest.raises(envsources.EnvError, match=re.escape(fragment)):
+        podfiles.container_env(p, p.containers[0], cluster=podfiles.ClusterInfo(), facts=facts)
+
+
+def test_malformed_value_from_is_refused_at_parse_time() -> None:
+    p = _env_pod([{"name": "X", "valueFrom": {}}, {"name": "Y", "valueFrom": {"configMapKeyRef": {"name": "a"}}}])
+    assert p.containers[0].unsupported == (
+        "env X: valueFrom must set exactly one of fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef",
+        "env Y: valueFrom.configMapKeyRef needs name and key")
 
 
 # ---- lifecycle ------------------------------------------------------------------

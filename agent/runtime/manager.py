@@ -31,13 +31,13 @@ from edgectl import paths
 from edgectl.aio import wait_event
 from edgectl.log import fields
 
-from . import lifecycle, podfiles
+from . import envsources, lifecycle, podfiles
 from .interface import (
     ContainerLogs, ContainerProcess, ContainerStartError, PodNetwork, Runtime, Sandbox, SandboxError,
 )
 from .lifecycle import Backoff, ContainerRecord
 from .shim import proc_start_ticks
-from .spec import PodSpec, PodSpecError, parse_pod
+from .spec import ContainerSpec, PodSpec, PodSpecError, parse_pod
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class PodManager:
         backoff: Backoff = Backoff(),
         resync_interval: float = 2.0,
         host_ip: str = "",
+        allocatable: Mapping[str, str] | None = None,
         orphan_grace_seconds: float | None = None,
     ) -> None:
         self.runtime = runtime
@@ -121,6 +122,8 @@ class PodManager:
         self.backoff = backoff
         self.resync_interval = resync_interval
         self.host_ip = host_ip
+        # The node's allocatable resources: resourceFieldRef limits default to them.
+        self.allocatable = dict(allocatable or {})
         # Grace for pods that vanished from the API (None: their own grace period).
         self.orphan_grace_seconds = orphan_grace_seconds
         self._pods: dict[str, PodRecord] = {}
@@ -361,8 +364,8 @@ class PodManager:
         container = spec.container(name)
         assert container is not None and rec.sandbox is not None
         c = rec.containers[name]
-        env = podfiles.container_env(spec, container, cluster=self.cluster, services=self._services)
         try:
+            env = await self._container_env(rec, container)
             handle = await self.runtime.start_container(
                 spec, rec.sandbox, container, restart_count=lifecycle.next_restart_count(c), env=env)
         except ContainerStartError as exc:
@@ -374,6 +377,17 @@ class PodManager:
             lifecycle.record_start(c, handle)
             self._watch(handle.data.get("shim_pid", 0), handle.data.get("shim_start"))
         self._save(rec)
+
+    async def _container_env(self, rec: PodRecord, container: ContainerSpec) -> dict[str, str]:
+        """Resolve the environment now that the sandbox (and so the pod IP) exists."""
+        assert rec.sandbox is not None
+        facts = envsources.PodFacts(pod_ips=rec.sandbox.ips, host_ips=(self.host_ip,) if self.host_ip else (),
+                                    allocatable=self.allocatable)
+        try:
+            return podfiles.container_env(rec.spec, container, cluster=self.cluster, services=self._services,
+                                          facts=facts)
+        except envsources.EnvError as exc:
+            raise ContainerStartError(str(exc), reason="CreateContainerConfigError") from None
 
     async def _release_network(self, rec: PodRecord) -> None:
         if rec.sandbox is None or rec.network_released:
@@ -486,10 +500,20 @@ class PodManager:
             return None
         spec = rec.spec.container(container)
         assert spec is not None
-        env = podfiles.container_env(rec.spec, spec, cluster=self.cluster, services=self._services)
+        env = self._started_env(c.handle)
         return ContainerProcess(pod_uid=rec.uid, container=container,
                                 container_id=f"{self.runtime.name}://{c.handle.id}", pid=c.handle.pid,
                                 env=env, working_dir=spec.working_dir or "/")
+
+    @staticmethod
+    def _started_env(handle: Any) -> dict[str, str]:
+        """The environment the container was started with (valueFrom values
+        were resolved then; recomputing could give other values)."""
+        try:
+            spec = json.loads((Path(handle.data["dir"]) / "spec.json").read_text())
+            return {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
+        except (OSError, ValueError, KeyError, AttributeError):
+            return {"PATH": podfiles.DEFAULT_PATH}
 
     def container_logs(self, namespace: str, pod: str, container: str) -> ContainerLogs | None:
         found = self._container(namespace, pod, container)

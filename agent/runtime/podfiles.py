@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from .envsources import PodFacts, env_from_values, value_from
 from .spec import ContainerSpec, PodSpec
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -119,8 +120,13 @@ def container_env(
     *,
     cluster: ClusterInfo,
     services: Iterable[Mapping[str, Any]] = (),
+    facts: PodFacts = PodFacts(),
 ) -> dict[str, str]:
-    """The full environment of one container, in kubelet's precedence order."""
+    """The full environment of one container, in kubelet's precedence order:
+    service links, then ``envFrom`` in order, then ``env`` in order (each
+    ``value`` expanded against what came before). Raises
+    :class:`edgectl.agent.runtime.envsources.EnvError` for a reference that
+    cannot be resolved."""
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": pod.hostname}
     svcs = list(services)
     if not any((s.get("metadata") or {}).get("name") == "kubernetes"
@@ -131,8 +137,15 @@ def container_env(
               and (s.get("metadata") or {}).get("name") == "kubernetes"]
     env.update(service_env(same_ns if pod.enable_service_links else []))
     env.update(service_env(master))
+    for src in container.env_from:
+        env.update(env_from_values(pod, src, facts))
     for var in container.env:
-        env[var.name] = expand(var.value, env)
+        if var.source is None:
+            env[var.name] = expand(var.value, env)
+            continue
+        value = value_from(pod, container, var.name, var.source, facts)
+        if value is not None:  # an optional reference that is missing sets nothing
+            env[var.name] = value
     return env
 
 

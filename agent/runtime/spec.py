@@ -22,9 +22,34 @@ class PodSpecError(EdgectlError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EnvSource:
+    """One ``env[].valueFrom``; which fields matter depends on ``kind``."""
+
+    kind: str  # fieldRef | resourceFieldRef | configMapKeyRef | secretKeyRef
+    field_path: str = ""  # fieldRef
+    resource: str = ""  # resourceFieldRef: limits.cpu, requests.memory ...
+    container_name: str = ""  # resourceFieldRef; "" means this container
+    divisor: str = ""  # resourceFieldRef; "" means 1
+    name: str = ""  # configMapKeyRef / secretKeyRef: the object's name
+    key: str = ""
+    optional: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvFromSource:
+    """One ``envFrom`` entry."""
+
+    kind: str  # configMapRef | secretRef
+    name: str
+    prefix: str = ""
+    optional: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnvVar:
     name: str
-    value: str
+    value: str = ""
+    source: EnvSource | None = None  # valueFrom; resolved when the container starts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +80,10 @@ class ContainerSpec:
     volume_mounts: tuple[VolumeMount, ...]
     ports: tuple[ContainerPort, ...]
     init: bool = False
+    env_from: tuple[EnvFromSource, ...] = ()
+    # resources.limits / resources.requests as (resource, quantity) pairs.
+    limits: tuple[tuple[str, str], ...] = ()
+    requests: tuple[tuple[str, str], ...] = ()
     # Fields the process runtime cannot honour; the container is refused with
     # these reasons instead of running silently with a different configuration.
     unsupported: tuple[str, ...] = ()
@@ -92,7 +121,7 @@ class PodSpec:
     deleting: bool = False  # metadata.deletionTimestamp is set
     service_account: str = "default"
     node_name: str = ""
-    host_network: bool = False  # not supported: such containers are refused, not run in a pod netns
+    host_network: bool = False  # the sandbox is the node's own network namespace
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -114,6 +143,41 @@ def _str_list(value: Any, what: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+ENV_SOURCES = ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef")
+
+
+def _env_source(doc: Any) -> EnvSource | str:
+    """Parse one valueFrom, or return why it cannot be used."""
+    kinds = [k for k in ENV_SOURCES if isinstance(doc, dict) and isinstance(doc.get(k), dict)]
+    if len(kinds) != 1:
+        return f"valueFrom must set exactly one of {', '.join(ENV_SOURCES)}"
+    kind = kinds[0]
+    ref = doc[kind]
+    if kind == "fieldRef":
+        return EnvSource(kind=kind, field_path=str(ref.get("fieldPath") or ""))
+    if kind == "resourceFieldRef":
+        return EnvSource(kind=kind, resource=str(ref.get("resource") or ""),
+                         container_name=str(ref.get("containerName") or ""), divisor=str(ref.get("divisor") or ""))
+    if not ref.get("name") or not ref.get("key"):
+        return f"valueFrom.{kind} needs name and key"
+    return EnvSource(kind=kind, name=str(ref["name"]), key=str(ref["key"]), optional=ref.get("optional") is True)
+
+
+def _env_from(doc: Any) -> EnvFromSource | str:
+    kinds = [k for k in ("configMapRef", "secretRef") if isinstance(doc, dict) and isinstance(doc.get(k), dict)]
+    if len(kinds) != 1:
+        return "envFrom entries must set exactly one of configMapRef, secretRef"
+    ref = doc[kinds[0]]
+    if not ref.get("name"):
+        return f"envFrom.{kinds[0]} needs a name"
+    return EnvFromSource(kind=kinds[0], name=str(ref["name"]), prefix=str(doc.get("prefix") or ""),
+                         optional=ref.get("optional") is True)
+
+
+def _resource_list(doc: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in doc.items())) if isinstance(doc, dict) else ()
+
+
 def _container(doc: Mapping[str, Any], *, init: bool) -> ContainerSpec:
     name = doc.get("name")
     if not name or not isinstance(name, str):
@@ -121,16 +185,23 @@ def _container(doc: Mapping[str, Any], *, init: bool) -> ContainerSpec:
     env = []
     unsupported = []
     for item in doc.get("env") or []:
-        # valueFrom (fieldRef, secrets) needs the API; only plain values here.
         if isinstance(item, dict) and item.get("name"):
-            if item.get("valueFrom"):
-                source = next(iter(item["valueFrom"]), "valueFrom") if isinstance(item["valueFrom"], dict) else "valueFrom"
-                unsupported.append(f"env {item['name']}: valueFrom.{source} is not supported by the process runtime "
-                                   "(use value)")
+            if item.get("valueFrom") is not None:
+                source = _env_source(item["valueFrom"])
+                if isinstance(source, str):
+                    unsupported.append(f"env {item['name']}: {source}")
+                    continue
+                env.append(EnvVar(name=str(item["name"]), source=source))
                 continue
             env.append(EnvVar(name=str(item["name"]), value=str(item.get("value", ""))))
-    if doc.get("envFrom"):
-        unsupported.append("envFrom is not supported by the process runtime (use env with value)")
+    env_from = []
+    for item in doc.get("envFrom") or []:
+        parsed = _env_from(item)
+        if isinstance(parsed, str):
+            unsupported.append(parsed)
+        else:
+            env_from.append(parsed)
+    resources = doc.get("resources") if isinstance(doc.get("resources"), dict) else {}
     mounts = tuple(
         VolumeMount(
             name=str(m.get("name", "")),
@@ -162,6 +233,9 @@ def _container(doc: Mapping[str, Any], *, init: bool) -> ContainerSpec:
         volume_mounts=mounts,
         ports=ports,
         init=init,
+        env_from=tuple(env_from),
+        limits=_resource_list(resources.get("limits")),
+        requests=_resource_list(resources.get("requests")),
         unsupported=tuple(unsupported),
     )
 
