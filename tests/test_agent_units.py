@@ -314,6 +314,23 @@ def test_client_errors_carry_the_status(server: object, tmp_path: Path) -> None:
     asyncio.run(_run_agent(cfg, body))  # type: ignore[misc]
 
 
+def test_configmaps_for_env_are_read_with_the_node_identity(server: object, tmp_path: Path) -> None:
+    from edgectl.agent.configmaps import ApiConfigMaps
+
+    status, _ = server.json("POST", "/api/v1/namespaces/default/configmaps", {  # type: ignore[attr-defined]
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unit-env"}, "data": {"LEVEL": "debug"}})
+    assert status == 201
+    cfg = config(server=server.url, token=_token(server), node_name="unit-cm", data_dir=tmp_path, run_pods=False)  # type: ignore[attr-defined]
+
+    async def body(agent: Agent) -> None:
+        assert agent.client is not None
+        source = ApiConfigMaps(agent.client)
+        assert await source.get("default", "unit-env") == {"LEVEL": "debug"}
+        assert await source.get("default", "no-such-cm") is None  # 404 is "not found", not an error
+
+    asyncio.run(_run_agent(cfg, body))  # type: ignore[misc]
+
+
 def test_static_endpoint_is_the_one_server_seam() -> None:
     assert StaticEndpoint("https://10.0.0.1:6443").address() == ("10.0.0.1", 6443, "10.0.0.1")
     assert json.dumps(ApiClient(endpoint=StaticEndpoint("https://h:1"), ssl_context=__import__("ssl").create_default_context()).endpoint.address())

@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from edgectl.agent.runtime import SandboxError, crilog
+from edgectl.agent.runtime.envsources import StaticConfigMaps
 from edgectl.agent.runtime.lifecycle import Backoff
 from edgectl.agent.runtime.manager import PodManager
 from edgectl.agent.runtime.nstest import run_in_node_namespace
@@ -382,6 +383,39 @@ def test_downward_api_env_sees_the_pod_ip_before_the_container_starts() -> None:
                              and cstatus(s, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError")
         assert "env X: fieldRef.fieldPath 'status.phase' is not supported" in \
             cstatus(st, "c")["state"]["waiting"]["message"]
+        await node.stop(stop_pods=True)
+        assert node.lease_files() == [] and netns_names() == []
+
+    in_node(body)
+
+
+def test_configmap_env_waits_for_the_configmap_and_secrets_are_refused() -> None:
+    async def body(root: Path) -> None:
+        configmaps = StaticConfigMaps({("default", "shared"): {"COLOR": "blue"}})
+        node = await Node(root, backoff=0.2, configmaps=configmaps).start()
+        p = pod("cm", [sh("main", "echo color=$COLOR app_level=$APP_LEVEL; exec sleep 300",
+                          envFrom=[{"configMapRef": {"name": "shared"}},
+                                   {"prefix": "APP_", "configMapRef": {"name": "app"}}])])
+        secret = pod("secret", [sh("c", "true", env=[{"name": "PW", "valueFrom": {
+            "secretKeyRef": {"name": "db", "key": "pw"}}}])])
+        node.manager.sync([p, secret])
+        uid = p["metadata"]["uid"]
+        waiting = lambda s: "waiting" in cstatus(s, "main")["state"] and \
+            cstatus(s, "main")["state"]["waiting"].get("reason") == "CreateContainerConfigError"  # noqa: E731
+        st = await node.wait(uid, waiting)
+        assert cstatus(st, "main")["state"]["waiting"]["message"] == 'configmap "app" not found'
+        assert st["podIP"]  # the sandbox exists; only the container waits
+        st = await node.wait(secret["metadata"]["uid"], lambda s: "waiting" in cstatus(s, "c")["state"]
+                             and cstatus(s, "c")["state"]["waiting"].get("reason") == "CreateContainerConfigError")
+        assert "nodes may not read Secrets" in cstatus(st, "c")["state"]["waiting"]["message"]
+        configmaps.items[("default", "app")] = {"LEVEL": "debug"}  # the ConfigMap appears: next retry starts it
+        st = await node.wait(uid, lambda s: s["phase"] == "Running")
+        logs = node.manager.container_logs("default", "cm", "main")
+        assert logs and logs.current and cstatus(st, "main")["restartCount"] == 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not read_log(logs.current):
+            await asyncio.sleep(0.05)
+        assert [r.text for r in read_log(logs.current)] == [b"color=blue app_level=debug"]
         await node.stop(stop_pods=True)
         assert node.lease_files() == [] and netns_names() == []
 

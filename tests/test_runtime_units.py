@@ -295,6 +295,79 @@ def test_malformed_value_from_is_refused_at_parse_time() -> None:
         "env Y: valueFrom.configMapKeyRef needs name and key")
 
 
+# ---- env from ConfigMaps; Secrets refused ---------------------------------------------
+
+CMS = {"cfg": {"LEVEL": "debug", "MODE": "fast", "bad key": "skipped", "1ST": "skipped-without-prefix"},
+       "other": {"url": "http://x"}}
+
+
+def _cm_env(container: dict, configmaps: dict | None = CMS) -> dict[str, str]:
+    doc = _pod(containers=[{"name": "c", "command": ["sh"], **container}])
+    p = parse_pod(doc)
+    return podfiles.container_env(p, p.containers[0], cluster=podfiles.ClusterInfo(),
+                                  facts=envsources.PodFacts(configmaps=configmaps))
+
+
+def test_env_from_configmaps_with_prefix_order_and_optional() -> None:
+    env = _cm_env({
+        "envFrom": [{"configMapRef": {"name": "cfg"}}, {"prefix": "X_", "configMapRef": {"name": "cfg"}},
+                    {"configMapRef": {"name": "gone", "optional": True}}],
+        "env": [{"name": "MODE", "value": "slow-$(LEVEL)"},  # env wins over envFrom, and sees it
+                {"name": "URL", "valueFrom": {"configMapKeyRef": {"name": "other", "key": "url"}}},
+                {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "other", "key": "nope", "optional": True}}},
+                {"name": "OPT2", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k", "optional": True}}}],
+    })
+    assert (env["LEVEL"], env["MODE"], env["X_LEVEL"], env["X_1ST"], env["URL"]) == (
+        "debug", "slow-debug", "debug", "skipped-without-prefix", "http://x")
+    assert "bad key" not in env and "1ST" not in env  # not variable names; with the prefix 1ST is one
+    assert "OPT" not in env and "OPT2" not in env and "X_bad key" not in env
+
+
+def test_env_from_skips_keys_that_are_not_variable_names() -> None:
+    env = _cm_env({"envFrom": [{"configMapRef": {"name": "cfg"}}]})
+    assert "bad key" not in env and "1ST" not in env and env["LEVEL"] == "debug"
+
+
+@pytest.mark.parametrize("container, message", [
+    ({"envFrom": [{"configMapRef": {"name": "gone"}}]}, 'configmap "gone" not found'),
+    ({"env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k"}}}]},
+     'env A: configmap "gone" not found'),
+    ({"env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}}]},
+     "env A: couldn't find key k in ConfigMap shop/cfg"),
+    ({"env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]},
+     "env PW: secretKeyRef 'db': nodes may not read Secrets (edgectl's NodeRestriction denies them)"),
+    ({"envFrom": [{"secretRef": {"name": "db", "optional": True}}]},
+     "envFrom secretRef 'db': nodes may not read Secrets"),
+])
+def test_missing_configmaps_and_secrets_are_config_errors(container: dict, message: str) -> None:
+    with pytest.raises(envsources.EnvError) as info:
+        _cm_env(container)
+    assert message in str(info.value)
+
+
+def test_configmap_names_lists_each_referenced_configmap_once() -> None:
+    p = parse_pod(_pod(containers=[{"name": "c", "command": ["sh"],
+                                    "envFrom": [{"configMapRef": {"name": "a"}}, {"secretRef": {"name": "s"}}],
+                                    "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "b", "key": "k"}}},
+                                            {"name": "Y", "valueFrom": {"configMapKeyRef": {"name": "a", "key": "k"}}}]}]))
+    assert envsources.configmap_names(p.containers[0]) == ["a", "b"]
+
+
+def test_static_configmaps_is_a_real_source() -> None:
+    import asyncio
+    src = envsources.StaticConfigMaps({("shop", "cfg"): {"k": "v"}})
+    assert asyncio.run(src.get("shop", "cfg")) == {"k": "v"}
+    assert asyncio.run(src.get("other", "cfg")) is None
+
+
+def test_config_errors_retry_at_a_steady_pace_without_raising_the_backoff() -> None:
+    rec = lifecycle.ContainerRecord(name="c")
+    for _ in range(3):
+        lifecycle.record_refused(rec, reason="CreateContainerConfigError", message="m", now=100.0,
+                                 backoff=lifecycle.Backoff(), retry_after=10.0)
+    assert (rec.not_before, rec.backoff_level, rec.waiting_reason) == (110.0, 0, "CreateContainerConfigError")
+
+
 # ---- lifecycle ------------------------------------------------------------------
 
 

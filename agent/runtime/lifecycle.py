@@ -113,9 +113,14 @@ def record_exit(rec: ContainerRecord, exit: ContainerExit, *, backoff: Backoff) 
     rec.backoff_level += 1
 
 
-def record_refused(rec: ContainerRecord, *, reason: str, message: str, now: float, backoff: Backoff) -> None:
-    """The runtime refused to start it (config error): wait, retry with back-off."""
+def record_refused(rec: ContainerRecord, *, reason: str, message: str, now: float, backoff: Backoff,
+                   retry_after: float | None = None) -> None:
+    """The runtime refused to start it: wait, then retry with back-off, or
+    after a fixed ``retry_after`` that leaves the back-off level alone."""
     rec.waiting_reason, rec.waiting_message = reason, message
+    if retry_after is not None:
+        rec.not_before = now + retry_after
+        return
     rec.not_before = now + backoff.delay(max(rec.backoff_level, 1))
     rec.backoff_level += 1
 

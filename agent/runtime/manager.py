@@ -113,6 +113,7 @@ class PodManager:
         resync_interval: float = 2.0,
         host_ip: str = "",
         allocatable: Mapping[str, str] | None = None,
+        configmaps: envsources.ConfigMapSource | None = None,
         orphan_grace_seconds: float | None = None,
     ) -> None:
         self.runtime = runtime
@@ -124,6 +125,9 @@ class PodManager:
         self.host_ip = host_ip
         # The node's allocatable resources: resourceFieldRef limits default to them.
         self.allocatable = dict(allocatable or {})
+        # Where env configMapKeyRef/envFrom values come from (the agent reads the
+        # API); None: every ConfigMap counts as missing.
+        self.configmaps = configmaps
         # Grace for pods that vanished from the API (None: their own grace period).
         self.orphan_grace_seconds = orphan_grace_seconds
         self._pods: dict[str, PodRecord] = {}
@@ -372,7 +376,11 @@ class PodManager:
             if c.waiting_reason != exc.reason or c.waiting_message != str(exc):
                 log.warning("container not started", extra=fields(pod=spec.key, container=name, reason=exc.reason,
                                                                    error=str(exc)))
-            lifecycle.record_refused(c, reason=exc.reason, message=str(exc), now=time.time(), backoff=self.backoff)
+            # kubelet retries a config error on the pod worker's next sync (a
+            # steady 10 s), not with the crash back-off: the ConfigMap may appear.
+            retry = self.backoff.base if exc.reason == "CreateContainerConfigError" else None
+            lifecycle.record_refused(c, reason=exc.reason, message=str(exc), now=time.time(), backoff=self.backoff,
+                                     retry_after=retry)
         else:
             lifecycle.record_start(c, handle)
             self._watch(handle.data.get("shim_pid", 0), handle.data.get("shim_start"))
@@ -381,8 +389,16 @@ class PodManager:
     async def _container_env(self, rec: PodRecord, container: ContainerSpec) -> dict[str, str]:
         """Resolve the environment now that the sandbox (and so the pod IP) exists."""
         assert rec.sandbox is not None
+        found: dict[str, Mapping[str, str]] = {}
+        for name in envsources.configmap_names(container):
+            try:
+                data = await self.configmaps.get(rec.spec.namespace, name) if self.configmaps else None
+            except envsources.ConfigMapLookupError as exc:
+                raise ContainerStartError(str(exc), reason="CreateContainerConfigError") from None
+            if data is not None:
+                found[name] = data
         facts = envsources.PodFacts(pod_ips=rec.sandbox.ips, host_ips=(self.host_ip,) if self.host_ip else (),
-                                    allocatable=self.allocatable)
+                                    allocatable=self.allocatable, configmaps=found)
         try:
             return podfiles.container_env(rec.spec, container, cluster=self.cluster, services=self._services,
                                           facts=facts)
