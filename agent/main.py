@@ -180,7 +180,8 @@ class Agent:
         svc = ipaddress.ip_network(cluster.service_cidr)
         info = ClusterInfo(api_service_ip=str(svc.network_address + 1), cluster_domain=cluster.cluster_domain)
         runtime = ProcessRuntime(RuntimeConfig(pod_cidr=self.pod_cidr, data_dir=self.config.data_dir, cluster=info,
-                                               log_max_bytes=self.config.container_log_max_bytes))
+                                               log_max_bytes=self.config.container_log_max_bytes,
+                                               node_ips=tuple(self.config.node_ips)))
         self.podsync = PodSync(client=self.client, node=self.config.node_name)
         self.manager = PodManager(runtime=runtime, data_dir=self.config.data_dir, on_change=self.podsync.on_change,
                                   cluster=info, host_ip=self.config.node_ips[0] if self.config.node_ips else "",

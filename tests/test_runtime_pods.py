@@ -41,7 +41,7 @@ class Node:
         self.root = root
         self.manager_args = manager_args
         self.config = RuntimeConfig(pod_cidr=POD_CIDR, data_dir=root / "data", log_dir=root / "log",
-                                    cni_conf_dir=root / "cni")
+                                    cni_conf_dir=root / "cni", node_ips=("198.18.0.10",), node_hostname="edge-node-9")
         self.changes: list[tuple[str, dict[str, Any] | None]] = []
         self.backoff = backoff
         self.task: asyncio.Task[None] | None = None
@@ -418,6 +418,59 @@ def test_configmap_env_waits_for_the_configmap_and_secrets_are_refused() -> None
         assert [r.text for r in read_log(logs.current)] == [b"color=blue app_level=debug"]
         await node.stop(stop_pods=True)
         assert node.lease_files() == [] and netns_names() == []
+
+    in_node(body)
+
+
+def test_host_network_pod_shares_the_node_netns_and_teardown_leaves_it_alone() -> None:
+    async def body(root: Path) -> None:
+        node_netns = os.readlink("/proc/self/ns/net")
+        node_uts = os.readlink("/proc/self/ns/uts")
+        import socket
+        listener = socket.socket()  # a port in the node's namespace, reached from the pod as 127.0.0.1
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        node = await Node(root, backoff=0.2).start()
+        p = pod("hostnet", [
+            sh("main", "echo net=$(readlink /proc/self/ns/net) uts=$(readlink /proc/self/ns/uts)"
+                       " pid=$$$$ host=$(hostname) env=$HOSTNAME ip=$MY_IP etc=$(cat /etc/hostname);"
+                       " exec sleep 300",
+               env=[{"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+               ports=[{"containerPort": 80, "hostPort": 80}]),
+        ], hostNetwork=True)
+        uid = p["metadata"]["uid"]
+        node.manager.sync([p])
+        st = await node.wait(uid, lambda s: s["phase"] == "Running")
+        assert st["podIP"] == st["hostIP"] == "198.18.0.10" and st["podIPs"] == [{"ip": "198.18.0.10"}]
+        assert netns_names() == [] and node.lease_files() == []  # no netns, no CNI ADD
+        logs = node.manager.container_logs("default", "hostnet", "main")
+        assert logs and logs.current
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not read_log(logs.current):
+            await asyncio.sleep(0.05)
+        line = read_log(logs.current)[0].text.decode()
+        fields_ = dict(part.split("=", 1) for part in line.split())
+        assert fields_["net"] == node_netns  # the node's network namespace
+        assert fields_["uts"] != node_uts and fields_["pid"] == "1"  # but its own UTS and PID namespaces
+        assert (fields_["host"], fields_["env"], fields_["etc"], fields_["ip"]) == (
+            "edge-node-9", "edge-node-9", "edge-node-9", "198.18.0.10")
+        net = node.manager.pod_network("default", "hostnet")
+        assert net is not None and net.netns_path == "" and net.ips == ("198.18.0.10",)
+        proc = node.manager.container_process("default", "hostnet", "main")
+        assert proc is not None
+        out = subprocess.run(proc.enter_argv(["readlink", "/proc/self/ns/net"]), env=dict(proc.env),
+                             capture_output=True, text=True, timeout=10)
+        assert out.stdout.strip() == node_netns, out.stderr
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+        await node.stop(stop_pods=True)
+        assert node.manager.status(uid) is None
+        # Teardown left the node's network as it was: same links, lo up, our listener still works.
+        assert subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout == links
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+        listener.close()
+        assert os.readlink("/proc/self/ns/net") == node_netns and netns_names() == []
 
     in_node(body)
 

@@ -368,6 +368,20 @@ def test_config_errors_retry_at_a_steady_pace_without_raising_the_backoff() -> N
     assert (rec.not_before, rec.backoff_level, rec.waiting_reason) == (110.0, 0, "CreateContainerConfigError")
 
 
+def test_host_network_pods_use_the_node_hosts_file_and_dns_fallback() -> None:
+    p = parse_pod(_pod(hostNetwork=True, hostAliases=[{"ip": "1.2.3.4", "hostnames": ["a"]}]))
+    assert p.host_network
+    assert podfiles.host_network_hosts_file(p, "127.0.0.1 localhost\n10.0.0.1 edge") == (
+        "127.0.0.1 localhost\n10.0.0.1 edge\n\n# Entries added by HostAliases.\n1.2.3.4\ta\n")
+    cluster = podfiles.ClusterInfo(cluster_dns="10.43.0.10")
+    assert podfiles.resolv_conf(p, cluster=cluster, host_resolv="H") == "H"  # ClusterFirst falls back
+    with_net = parse_pod(_pod(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet"))
+    assert "nameserver 10.43.0.10" in podfiles.resolv_conf(with_net, cluster=cluster, host_resolv="H")
+    env = podfiles.container_env(p, p.containers[0], cluster=podfiles.ClusterInfo(),
+                                 facts=envsources.PodFacts(hostname="edge-node"))
+    assert env["HOSTNAME"] == "edge-node"
+
+
 # ---- lifecycle ------------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ class PodFacts:
     host_ips: tuple[str, ...] = ()
     allocatable: Mapping[str, str] | None = None  # node allocatable: limits default to it
     configmaps: Mapping[str, Mapping[str, str]] | None = None  # name -> data, this pod's namespace
+    hostname: str = ""  # the container's hostname when not the pod's (hostNetwork: the node's)
 
 
 # ---- quantities -------------------------------------------------------------------

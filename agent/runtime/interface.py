@@ -53,7 +53,7 @@ class Sandbox:
     """A pod's shared environment, as created by :meth:`Runtime.run_sandbox`."""
 
     id: str
-    netns_path: str  # e.g. /run/netns/edgectl-3f2a...; port-forward enters it
+    netns_path: str  # e.g. /run/netns/edgectl-3f2a...; port-forward enters it; "" = the node's (hostNetwork)
     ips: tuple[str, ...]  # pod IPs, primary first (no prefix length)
     data: Mapping[str, Any] = field(default_factory=dict)
 
@@ -190,7 +190,7 @@ class PodNetwork:
     """Where a pod's network lives (kubelet API ``/portForward``)."""
 
     pod_uid: str
-    netns_path: str  # open it and setns(), or `nsenter --net=<path>`
+    netns_path: str  # open it and setns(), or `nsenter --net=<path>`; "" = the node's own (hostNetwork)
     ips: tuple[str, ...]
 
 

@@ -398,7 +398,8 @@ class PodManager:
             if data is not None:
                 found[name] = data
         facts = envsources.PodFacts(pod_ips=rec.sandbox.ips, host_ips=(self.host_ip,) if self.host_ip else (),
-                                    allocatable=self.allocatable, configmaps=found)
+                                    allocatable=self.allocatable, configmaps=found,
+                                    hostname=str(rec.sandbox.data.get("hostname") or ""))
         try:
             return podfiles.container_env(rec.spec, container, cluster=self.cluster, services=self._services,
                                           facts=facts)

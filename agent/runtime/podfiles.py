@@ -49,9 +49,21 @@ def hosts_file(pod: PodSpec, ips: Iterable[str], *, cluster_domain: str = "clust
     return "\n".join(lines) + "\n"
 
 
+def host_network_hosts_file(pod: PodSpec, node_hosts: str) -> str:
+    """hostNetwork pods see the node's /etc/hosts (kubelet copies it), plus their hostAliases."""
+    text = node_hosts if not node_hosts or node_hosts.endswith("\n") else node_hosts + "\n"
+    if pod.host_aliases:
+        text += "\n# Entries added by HostAliases.\n"
+        text += "".join(f"{ip}\t{' '.join(names)}\n" for ip, names in pod.host_aliases)
+    return text
+
+
 def resolv_conf(pod: PodSpec, *, cluster: ClusterInfo, host_resolv: str) -> str:
-    """ClusterFirst pods use the cluster DNS when there is one; others the host's file."""
-    if cluster.cluster_dns and pod.dns_policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
+    """ClusterFirst pods use the cluster DNS when there is one; others the host's
+    file. With hostNetwork, ClusterFirst means the host's file (kubelet falls back
+    to Default); ClusterFirstWithHostNet asks for the cluster DNS."""
+    policies = ("ClusterFirstWithHostNet",) if pod.host_network else ("ClusterFirst", "ClusterFirstWithHostNet")
+    if cluster.cluster_dns and pod.dns_policy in policies:
         d = cluster.cluster_domain
         return (
             f"search {pod.namespace}.svc.{d} svc.{d} {d}\n"
@@ -127,7 +139,7 @@ def container_env(
     ``value`` expanded against what came before). Raises
     :class:`edgectl.agent.runtime.envsources.EnvError` for a reference that
     cannot be resolved."""
-    env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": pod.hostname}
+    env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": facts.hostname or pod.hostname}
     svcs = list(services)
     if not any((s.get("metadata") or {}).get("name") == "kubernetes"
                and (s.get("metadata") or {}).get("namespace", "default") == "default" for s in svcs):

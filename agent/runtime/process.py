@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,10 @@ class RuntimeConfig:
     cni_bin_dirs: tuple[Path, ...] = paths.CNI_BIN_DIRS
     netns_dir: Path = Path("/run/netns")  # where `ip netns` keeps its bind mounts
     host_resolv_conf: Path = Path("/etc/resolv.conf")
+    host_hosts_file: Path = Path("/etc/hosts")  # what hostNetwork pods see as /etc/hosts
+    # hostNetwork pods: their IPs are the node's, their hostname the node's.
+    node_ips: tuple[str, ...] = ()
+    node_hostname: str = field(default_factory=socket.gethostname)
     cluster: podfiles.ClusterInfo = field(default_factory=podfiles.ClusterInfo)
     python: str = sys.executable
     # kubelet's containerLogMaxSize / containerLogMaxFiles defaults; 0 = no rotation.
@@ -137,6 +142,8 @@ class ProcessRuntime:
                               runtime_config={"portMappings": mappings} if mappings else {}, cni_args=args)
 
     async def run_sandbox(self, pod: PodSpec) -> Sandbox:
+        if pod.host_network:
+            return self._host_network_sandbox(pod)
         sid = sandbox_id(pod.uid)
         net = self._network()
         netns = self._netns_path(sid)
@@ -161,16 +168,39 @@ class ProcessRuntime:
         log.info("sandbox ready", extra=fields(pod=pod.key, sandbox=sid, ip=ips[0]))
         return sandbox
 
+    def _host_network_sandbox(self, pod: PodSpec) -> Sandbox:
+        """hostNetwork: no netns and no CNI; the pod uses the node's network
+        namespace, so there is nothing of the node's to undo later."""
+        if not self.config.node_ips:
+            raise SandboxError(f"pod {pod.key} has hostNetwork: true but the node IP is unknown "
+                               "(RuntimeConfig.node_ips is empty)")
+        sandbox = Sandbox(id=sandbox_id(pod.uid), netns_path="", ips=self.config.node_ips,
+                          data={"host_network": True, "hostname": self.hostname(pod)})
+        self._write_pod_files(pod, sandbox)
+        log.info("sandbox ready (host network)", extra=fields(pod=pod.key, ip=sandbox.ips[0]))
+        return sandbox
+
+    def hostname(self, pod: PodSpec) -> str:
+        """As upstream: a hostNetwork pod's hostname is the node's."""
+        return self.config.node_hostname if pod.host_network else pod.hostname
+
+    @staticmethod
+    def _read(path: Path) -> str:
+        try:
+            return path.read_text()
+        except OSError:
+            return ""
+
     def _write_pod_files(self, pod: PodSpec, sandbox: Sandbox) -> None:
         etc = self.pod_dir(pod.uid) / "etc"
         etc.mkdir(parents=True, exist_ok=True)
-        try:
-            host_resolv = self.config.host_resolv_conf.read_text()
-        except OSError:
-            host_resolv = ""
-        (etc / "hostname").write_text(pod.hostname + "\n")
-        (etc / "hosts").write_text(podfiles.hosts_file(pod, sandbox.ips,
-                                                       cluster_domain=self.config.cluster.cluster_domain))
+        host_resolv = self._read(self.config.host_resolv_conf)
+        (etc / "hostname").write_text(self.hostname(pod) + "\n")
+        if pod.host_network:  # kubelet: the node's hosts file, plus hostAliases
+            hosts = podfiles.host_network_hosts_file(pod, self._read(self.config.host_hosts_file))
+        else:
+            hosts = podfiles.hosts_file(pod, sandbox.ips, cluster_domain=self.config.cluster.cluster_domain)
+        (etc / "hosts").write_text(hosts)
         (etc / "resolv.conf").write_text(podfiles.resolv_conf(pod, cluster=self.config.cluster,
                                                               host_resolv=host_resolv))
         for vol in pod.volumes:
@@ -199,6 +229,8 @@ class ProcessRuntime:
     async def check_sandbox(self, sandbox: Sandbox) -> None:
         """CNI CHECK of the pod network with the cached ADD result (after an
         agent restart: is the adopted pod still wired?). Raises CniError."""
+        if sandbox.data.get("host_network"):
+            return  # the node's own network: nothing of ours to check
         doc = sandbox.data.get("conflist")
         if not doc:
             raise cni.CniError(f"sandbox {sandbox.id} has no recorded CNI config to check against")
@@ -206,13 +238,15 @@ class ProcessRuntime:
         await network.check(self._attachment(None, sandbox.id, POD_IFNAME), sandbox.data.get("result") or {})
 
     async def stop_sandbox(self, pod: PodSpec, sandbox: Sandbox, *, remove: bool = False) -> None:
-        """Release the network; with ``remove`` also delete pod files and logs."""
+        """Release the network; with ``remove`` also delete pod files and logs.
+        A hostNetwork sandbox has no network of its own: the node's is never touched."""
         doc = sandbox.data.get("conflist")
-        try:
-            conflist = cni.NetworkConfigList.from_dict(doc) if doc else self._network()
-        except cni.CniError as exc:
-            log.warning("no CNI config to release the pod network with", extra=fields(pod=pod.key, error=str(exc)))
-            conflist = None
+        conflist = None
+        if not sandbox.data.get("host_network"):
+            try:
+                conflist = cni.NetworkConfigList.from_dict(doc) if doc else self._network()
+            except cni.CniError as exc:
+                log.warning("no CNI config to release the pod network with", extra=fields(pod=pod.key, error=str(exc)))
         errors = []
         if conflist is not None:
             errors = await self._teardown_network(pod, sandbox.id, conflist=conflist, result=sandbox.data.get("result"))
@@ -292,9 +326,6 @@ class ProcessRuntime:
                 f"container {container.name} has no command: the process runtime runs host commands and "
                 f"cannot pull or run the image {container.image or '(none)'}; set spec.containers[].command",
                 reason="CommandRequired")
-        if pod.host_network:
-            raise ContainerStartError("hostNetwork: true is not supported by the process runtime (every pod gets "
-                                      "its own network namespace)", reason="CreateContainerConfigError")
         if container.unsupported:
             raise ContainerStartError("; ".join(container.unsupported), reason="CreateContainerConfigError")
         cid = secrets.token_hex(16)
@@ -308,8 +339,8 @@ class ProcessRuntime:
             "argv": podfiles.container_argv(container, env),
             "env": dict(env),
             "workingDir": container.working_dir or "/",
-            "hostname": pod.hostname,
-            "netns": sandbox.netns_path,
+            "hostname": self.hostname(pod),
+            "netns": sandbox.netns_path,  # "" for hostNetwork: stay in the node's netns
             "mounts": self._mounts(pod, container),
             "log": str(log_path),
             "log_max_bytes": self.config.log_max_bytes,

@@ -8,7 +8,7 @@ It detaches from the agent (double fork), so containers, their logs and
 their exit codes survive an agent restart. Then it:
 
 1. unshares a PID namespace for its children and forks the container's PID 1,
-   which joins the pod's netns (``setns``), unshares mount and UTS namespaces,
+   which joins the pod's netns (``setns``; not for hostNetwork pods), unshares mount and UTS namespaces,
    sets the hostname, bind-mounts the pod's files and volumes, mounts a fresh
    /proc, changes directory and execs the command;
 2. prints one JSON line on stdout for the agent (the container's host PID and
@@ -82,9 +82,10 @@ def _exec_container(spec: dict, out_w: int, err_w: int, report_w: int) -> None:
     # (No getppid() re-check for a shim that died before this line: in a new
     # PID namespace getppid() is always 0. The window is a few microseconds.)
     _ok(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl pdeathsig")
-    fd = os.open(spec["netns"], os.O_RDONLY)
-    _ok(_libc.setns(fd, CLONE_NEWNET), "setns net")
-    os.close(fd)
+    if spec["netns"]:  # empty for hostNetwork pods: keep the node's network namespace
+        fd = os.open(spec["netns"], os.O_RDONLY)
+        _ok(_libc.setns(fd, CLONE_NEWNET), "setns net")
+        os.close(fd)
     _ok(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare mount+uts")
     # Our bind mounts must not propagate back to the host.
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
