@@ -608,3 +608,118 @@ def test_cni_failure_is_reported_on_the_pod() -> None:
         await node.stop(stop_pods=True)
 
     in_node(body)
+
+
+# ---- probes ---------------------------------------------------------------------
+
+
+def ready_of(st: dict[str, Any], name: str) -> bool:
+    return bool(cstatus(st, name)["ready"])
+
+
+def conditions_of(st: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in st["conditions"]}
+
+
+def test_readiness_http_and_tcp_flip_ready_when_the_server_starts() -> None:
+    async def body(root: Path) -> None:
+        node = await Node(root).start()
+        serve = "sleep 2; exec python3 -m http.server {port} --bind 0.0.0.0 --directory /"
+        http = pod("http", [sh("web", serve.format(port=8080), ports=[{"name": "web", "containerPort": 8080}],
+                               readinessProbe={"httpGet": {"port": "web", "path": "/etc/",
+                                                           "httpHeaders": [{"name": "X-Probe", "value": "1"}]},
+                                               "periodSeconds": 1})])
+        tcp = pod("tcp", [sh("db", serve.format(port=9090),
+                             readinessProbe={"tcpSocket": {"port": 9090}, "periodSeconds": 1})])
+        closed = pod("closed", [sh("c", "sleep 1000",
+                                   readinessProbe={"tcpSocket": {"port": 9999}, "periodSeconds": 1})])
+        missing = pod("missing", [sh("c", serve.format(port=8081),
+                                     readinessProbe={"httpGet": {"port": 8081, "path": "/no/such/file"},
+                                                     "periodSeconds": 1})])
+        node.manager.sync([http, tcp, closed, missing])
+        uids = [p["metadata"]["uid"] for p in (http, tcp, closed, missing)]
+        for uid in uids:
+            st = await node.wait(uid, phase("Running"))
+        st = node.manager.status(uids[0])
+        assert st is not None and not ready_of(st, "web") and cstatus(st, "web")["started"]
+        assert conditions_of(st)["Ready"] == conditions_of(st)["ContainersReady"] == "False"
+        st = await node.wait(uids[0], lambda s: ready_of(s, "web"), timeout=10)
+        assert conditions_of(st)["Ready"] == conditions_of(st)["ContainersReady"] == "True"
+        # Ready False then True was pushed through on_change.
+        seen = [ready_of(s, "web") for u, s in node.changes if u == uids[0] and s and s["phase"] == "Running"]
+        assert False in seen and seen[-1] is True
+        await node.wait(uids[1], lambda s: ready_of(s, "db"), timeout=10)
+        await asyncio.sleep(3)  # several periods: a closed port and a 404 never make a container ready
+        for uid, name in ((uids[2], "c"), (uids[3], "c")):
+            st = node.manager.status(uid)
+            assert st is not None and st["phase"] == "Running" and not ready_of(st, name)
+            assert conditions_of(st)["Ready"] == "False" and cstatus(st, name)["restartCount"] == 0
+        await node.stop(stop_pods=True)
+
+    in_node(body)
+
+
+def test_exec_liveness_failure_restarts_the_container() -> None:
+    async def body(root: Path) -> None:
+        node = await Node(root).start()
+        mount = f"/tmp/edgectl-probe-{uuid.uuid4().hex[:8]}"
+        # The flag file lives in an emptyDir mounted only inside the container's
+        # mount namespace, so the probe passes only if it really runs in there.
+        p = pod("live", [sh("app", f"touch {mount}/ok; sleep 2; rm {mount}/ok; exec sleep 1000",
+                            volumeMounts=[{"name": "v", "mountPath": mount}],
+                            livenessProbe={"exec": {"command": ["test", "-f", f"{mount}/ok"]},
+                                           "periodSeconds": 1, "failureThreshold": 2})],
+                volumes=[{"name": "v", "emptyDir": {}}])
+        node.manager.sync([p])
+        uid = p["metadata"]["uid"]
+        st = await node.wait(uid, phase("Running"))
+        first = cstatus(st, "app")["containerID"]
+        await asyncio.sleep(1.5)
+        st = node.manager.status(uid)
+        assert st is not None and cstatus(st, "app")["restartCount"] == 0 and ready_of(st, "app")
+        st = await node.wait(uid, lambda s: cstatus(s, "app")["restartCount"] == 1
+                             and "running" in cstatus(s, "app")["state"], timeout=15)
+        c = cstatus(st, "app")
+        term = c["lastState"]["terminated"]
+        assert term["containerID"] == first and c["containerID"] != first
+        assert term["exitCode"] == 137 and term["reason"] == "Error"  # sleep is PID 1: SIGTERM ignored, SIGKILL
+        assert not os.path.exists(mount + "/ok")
+        await node.stop(stop_pods=True)
+
+    in_node(body)
+
+
+def test_startup_probe_holds_liveness_and_readiness_back_and_kills_on_failure() -> None:
+    async def body(root: Path) -> None:
+        node = await Node(root).start()
+        mount = f"/tmp/edgectl-probe-{uuid.uuid4().hex[:8]}"
+        check = {"exec": {"command": ["test", "-f", f"{mount}/started"]}, "periodSeconds": 1}
+        slow = pod("slow", [sh("app", f"sleep 3; touch {mount}/started; exec sleep 1000",
+                               volumeMounts=[{"name": "v", "mountPath": mount}],
+                               startupProbe={**check, "failureThreshold": 10},
+                               livenessProbe={**check, "failureThreshold": 1},
+                               readinessProbe={"exec": {"command": ["true"]}, "periodSeconds": 1})],
+                   volumes=[{"name": "v", "emptyDir": {}}])
+        never = pod("never", [sh("app", "exec sleep 1000",
+                                 startupProbe={"exec": {"command": ["false"]}, "periodSeconds": 1,
+                                               "failureThreshold": 2})])
+        node.manager.sync([slow, never])
+        uid = slow["metadata"]["uid"]
+        st = await node.wait(uid, phase("Running"))
+        await asyncio.sleep(1.5)
+        st = node.manager.status(uid)
+        assert st is not None
+        c = cstatus(st, "app")
+        assert (c["started"], c["ready"], c["restartCount"]) == (False, False, 0)
+        st = await node.wait(uid, lambda s: ready_of(s, "app"), timeout=10)
+        assert cstatus(st, "app")["started"] and conditions_of(st)["Ready"] == "True"
+        await asyncio.sleep(2)  # liveness now runs and passes
+        st = node.manager.status(uid)
+        assert st is not None and cstatus(st, "app")["restartCount"] == 0 and ready_of(st, "app")
+        st = await node.wait(never["metadata"]["uid"], lambda s: cstatus(s, "app")["restartCount"] >= 1, timeout=15)
+        c = cstatus(st, "app")
+        assert c["lastState"]["terminated"]["exitCode"] == 137 and not c["ready"]
+        assert conditions_of(st)["Ready"] == "False"
+        await node.stop(stop_pods=True)
+
+    in_node(body)

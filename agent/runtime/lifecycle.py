@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .interface import ContainerExit, ContainerHandle
+from .probes import Readiness
 from .spec import ContainerSpec, PodSpec
 
 
@@ -190,7 +191,9 @@ def _terminated(handle: ContainerHandle, exit: ContainerExit, runtime: str) -> d
 
 
 def container_status(pod: PodSpec, spec: ContainerSpec, rec: ContainerRecord, *, runtime: str,
-                     default_waiting: str) -> dict[str, Any]:
+                     default_waiting: str, readiness: Readiness | None = None) -> dict[str, Any]:
+    """``readiness`` comes from the container's probes; without it a running
+    container is started and (unless it is an init container) ready."""
     state: dict[str, Any]
     last: dict[str, Any] = {}
     if rec.waiting_reason:
@@ -218,8 +221,8 @@ def container_status(pod: PodSpec, spec: ContainerSpec, rec: ContainerRecord, *,
         "name": spec.name,
         "image": spec.image,
         "imageID": "",
-        "ready": rec.running and not spec.init,
-        "started": rec.running,
+        "ready": (readiness.ready if readiness else rec.running) and not spec.init,
+        "started": readiness.started if readiness else rec.running,
         "restartCount": rec.restart_count,
         "state": state,
         "lastState": last,
@@ -261,11 +264,17 @@ def pod_phase(pod: PodSpec, records: Mapping[str, ContainerRecord], *, sandbox_r
     return "Succeeded" if failed == 0 else "Running"  # OnFailure
 
 
+def _ready(name: str, rec: ContainerRecord, readiness: Mapping[str, Readiness]) -> bool:
+    return readiness[name].ready if name in readiness else rec.running
+
+
 def conditions(pod: PodSpec, records: Mapping[str, ContainerRecord], *, phase: str,
-               since: Mapping[str, tuple[str, float]]) -> list[dict[str, Any]]:
-    """The four standard conditions; ``since`` maps type -> (status, time) last set."""
+               since: Mapping[str, tuple[str, float]],
+               readiness: Mapping[str, Readiness] | None = None) -> list[dict[str, Any]]:
+    """The four standard conditions; ``since`` maps type -> (status, time) last set;
+    ``readiness`` holds probe verdicts of the containers that have probes."""
     init_done = all(records[c.name].succeeded for c in pod.init_containers)
-    ready = phase == "Running" and all(records[c.name].running for c in pod.containers)
+    ready = phase == "Running" and all(_ready(c.name, records[c.name], readiness or {}) for c in pod.containers)
     values = {
         "Initialized": (init_done, "" if init_done else "ContainersNotInitialized"),
         "Ready": (ready, "" if ready else ("PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady")),
@@ -295,13 +304,15 @@ def pod_status(
     start_time: float,
     host_ip: str = "",
     since: Mapping[str, tuple[str, float]] | None = None,
+    readiness: Mapping[str, Readiness] | None = None,
 ) -> dict[str, Any]:
+    readiness = readiness or {}
     phase = pod_phase(pod, records, sandbox_ready=sandbox_ready)
     init_done = all(records[c.name].succeeded for c in pod.init_containers)
     app_waiting = "ContainerCreating" if init_done else "PodInitializing"
     status: dict[str, Any] = {
         "phase": phase,
-        "conditions": conditions(pod, records, phase=phase, since=since or {}),
+        "conditions": conditions(pod, records, phase=phase, since=since or {}, readiness=readiness),
         "startTime": rfc3339(start_time),
         "qosClass": "BestEffort",
     }
@@ -321,7 +332,8 @@ def pod_status(
             for c in pod.init_containers
         ]
     status["containerStatuses"] = [
-        container_status(pod, c, records[c.name], runtime=runtime, default_waiting=app_waiting)
+        container_status(pod, c, records[c.name], runtime=runtime, default_waiting=app_waiting,
+                         readiness=readiness.get(c.name))
         for c in pod.containers
     ]
     return status

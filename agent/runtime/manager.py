@@ -36,6 +36,8 @@ from .interface import (
     ContainerLogs, ContainerProcess, ContainerStartError, PodNetwork, Runtime, Sandbox, SandboxError,
 )
 from .lifecycle import Backoff, ContainerRecord
+from .prober import Key as ProbeKey, Prober, ProbeTarget
+from .probes import Readiness
 from .shim import proc_start_ticks
 from .spec import ContainerSpec, PodSpec, PodSpecError, parse_pod
 
@@ -142,6 +144,9 @@ class PodManager:
         self._load_done = asyncio.Event()
         self._pass = asyncio.Lock()  # run() and close(stop_pods=True) both reconcile
         self._closed = False
+        # Probes run in their own tasks; results come back through these callbacks.
+        self._prober = Prober(on_change=self._probe_changed, on_kill=self._probe_kill)
+        self._kills: dict[ProbeKey, float] = {}  # liveness kill -> SIGKILL deadline
 
     # ---- agent-facing API ------------------------------------------------------
 
@@ -186,6 +191,7 @@ class PodManager:
                 await asyncio.sleep(0.05)
         self._closed = True
         self._wake.set()
+        await self._prober.close()
         loop = asyncio.get_running_loop()
         for fd in self._watched.values():
             loop.remove_reader(fd)
@@ -256,6 +262,8 @@ class PodManager:
             for c in rec.containers.values():
                 if not c.running and c.not_before > now:
                     wait = min(wait, max(0.05, c.not_before - now))
+        for deadline in self._kills.values():
+            wait = min(wait, max(0.05, deadline - now))
         return wait
 
     async def reconcile(self) -> None:
@@ -275,6 +283,9 @@ class PodManager:
         for uid, res in zip(sorted(uids), results):
             if isinstance(res, BaseException):
                 log.error("pod reconcile failed", exc_info=res, extra=fields(uid=uid))
+        probed = self._probe_keys()
+        self._prober.retain(probed)
+        self._kills = {k: v for k, v in self._kills.items() if k in probed}
 
     async def _reconcile_pod(self, uid: str) -> None:
         assert self._desired is not None
@@ -303,6 +314,7 @@ class PodManager:
             await self._release_network(rec)
         else:
             await self._advance(rec, now=now)
+            self._sync_probes(rec, now=time.time())
         self._publish(rec)
 
     def _poll(self, rec: PodRecord) -> None:
@@ -466,6 +478,78 @@ class PodManager:
             self._published.pop(rec.uid, None)
         self._publish(rec)
 
+    # ---- probes -------------------------------------------------------------------
+
+    def _probe_keys(self) -> set[ProbeKey]:
+        """Container instances that should be probed: running, pod not terminating."""
+        return {(uid, c.name, c.handle.id) for uid, rec in self._pods.items()
+                if rec.term_deadline is None and not rec.spec.deleting
+                for c in rec.containers.values() if c.running and c.handle is not None}
+
+    def _sync_probes(self, rec: PodRecord, *, now: float) -> None:
+        """Start probing new instances; SIGKILL liveness kills past their grace."""
+        for spec in rec.spec.containers:
+            c = rec.containers[spec.name]
+            if not c.running or c.handle is None or not spec.probes:
+                continue
+            key = (rec.uid, spec.name, c.handle.id)
+            self._prober.ensure(key, spec, started_at=c.handle.started_at, target=self._probe_target(key))
+            deadline = self._kills.get(key)
+            if deadline is not None and now >= deadline:
+                self.runtime.signal_container(c.handle, signal.SIGKILL)  # type: ignore[arg-type]
+                self._kills[key] = float("inf")
+                log.info("probe kill grace over, killed", extra=fields(pod=rec.spec.key, container=spec.name))
+
+    def _live_container(self, key: ProbeKey) -> tuple[PodRecord, ContainerRecord] | None:
+        rec = self._pods.get(key[0])
+        c = rec.containers.get(key[1]) if rec else None
+        if rec is None or c is None or not c.running or c.handle is None or c.handle.id != key[2]:
+            return None
+        return rec, c
+
+    def _probe_target(self, key: ProbeKey) -> Callable[[], ProbeTarget | None]:
+        def target() -> ProbeTarget | None:
+            found = self._live_container(key)
+            if found is None or found[0].sandbox is None:
+                return None
+            rec, _ = found
+            spec = rec.spec.container(key[1])
+            assert spec is not None and rec.sandbox is not None
+            return ProbeTarget(pod_ip=rec.sandbox.ips[0] if rec.sandbox.ips else "",
+                               netns_path=rec.sandbox.netns_path, container=spec,
+                               process=self.container_process(rec.spec.namespace, rec.spec.name, key[1]))
+        return target
+
+    def _probe_changed(self, uid: str) -> None:
+        rec = self._pods.get(uid)
+        if rec is not None:
+            self._publish(rec)
+
+    def _probe_kill(self, uid: str, name: str, instance: str, grace: int | None) -> None:
+        """A liveness or startup probe failed for good: kill as kubelet does
+        (SIGTERM, grace, SIGKILL); the exit then meets the restart policy."""
+        key = (uid, name, instance)
+        found = self._live_container(key)
+        if found is None or key in self._kills or found[0].spec.deleting:
+            return
+        rec, c = found
+        seconds = float(rec.spec.grace_seconds if grace is None else grace)
+        assert c.handle is not None
+        self.runtime.signal_container(c.handle, signal.SIGTERM if seconds > 0 else signal.SIGKILL)
+        self._kills[key] = time.time() + seconds
+        log.info("killing container that failed its probe", extra=fields(pod=rec.spec.key, container=name,
+                                                                          grace=seconds))
+        self._wake.set()
+
+    def _readiness(self, rec: PodRecord) -> dict[str, Readiness]:
+        out = {}
+        for spec in rec.spec.containers:
+            c = rec.containers[spec.name]
+            if spec.probes:
+                key = (rec.uid, spec.name, c.handle.id if c.handle else "")
+                out[spec.name] = self._prober.readiness(key, spec, running=c.running)
+        return out
+
     # ---- status -------------------------------------------------------------------
 
     def _status(self, rec: PodRecord) -> dict[str, Any]:
@@ -474,6 +558,7 @@ class PodManager:
                 rec.spec, rec.containers, runtime=self.runtime.name,
                 ips=rec.sandbox.ips if rec.sandbox else (), sandbox_ready=rec.sandbox is not None,
                 sandbox_error=rec.sandbox_error, start_time=rec.start_time, host_ip=self.host_ip, since=rec.since,
+                readiness=self._readiness(rec),
             )
         status = build()
         since = lifecycle.condition_times(rec.since, status["conditions"], now=time.time())

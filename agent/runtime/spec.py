@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 from edgectl.errors import EdgectlError
 
+from .probes import KINDS as PROBE_KINDS, ProbeSpec, ProbeSpecError, parse_probe
+
 DEFAULT_GRACE_SECONDS = 30
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 
@@ -87,6 +89,20 @@ class ContainerSpec:
     # Fields the process runtime cannot honour; the container is refused with
     # these reasons instead of running silently with a different configuration.
     unsupported: tuple[str, ...] = ()
+    # kind (liveness/readiness/startup) -> probe; init containers have none.
+    probes: tuple[tuple[str, ProbeSpec], ...] = ()
+
+    def probe(self, kind: str) -> ProbeSpec | None:
+        return dict(self.probes).get(kind)
+
+    def port_number(self, port: int | str) -> int | None:
+        """A probe port: a number, or the name of one of this container's ports."""
+        if isinstance(port, int):
+            return port
+        for p in self.ports:
+            if p.name == port:
+                return p.container_port
+        return None
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -201,6 +217,15 @@ def _container(doc: Mapping[str, Any], *, init: bool) -> ContainerSpec:
             unsupported.append(parsed)
         else:
             env_from.append(parsed)
+    probes = []
+    for kind in PROBE_KINDS if not init else ():
+        try:
+            probe = parse_probe(doc.get(f"{kind}Probe"), kind=kind)
+        except ProbeSpecError as exc:
+            unsupported.append(str(exc))
+            continue
+        if probe is not None:
+            probes.append((kind, probe))
     resources = doc.get("resources") if isinstance(doc.get("resources"), dict) else {}
     mounts = tuple(
         VolumeMount(
@@ -237,6 +262,7 @@ def _container(doc: Mapping[str, Any], *, init: bool) -> ContainerSpec:
         limits=_resource_list(resources.get("limits")),
         requests=_resource_list(resources.get("requests")),
         unsupported=tuple(unsupported),
+        probes=tuple(probes),
     )
 
 
