@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -338,6 +339,36 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()
 
 
+PLAIN_HTTP_REPLY = (b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+                    b"Client sent an HTTP request to an HTTPS server.\n")
+
+
+async def _peek_byte(loop: asyncio.AbstractEventLoop, sock: socket.socket, timeout: float) -> bytes:
+    """The first byte the client sent, left in the socket for the TLS layer."""
+    readable = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+    try:
+        async with asyncio.timeout(timeout):
+            await readable
+    finally:
+        loop.remove_reader(sock.fileno())
+    return sock.recv(1, socket.MSG_PEEK)
+
+
+async def _reply_and_linger(loop: asyncio.AbstractEventLoop, sock: socket.socket, reply: bytes) -> None:
+    """Send ``reply`` and half-close, then read what the client still sends for a
+    moment: closing with unread input makes the kernel send RST, which can
+    destroy the reply before the client reads it."""
+    try:
+        await loop.sock_sendall(sock, reply)
+        sock.shutdown(socket.SHUT_WR)
+        async with asyncio.timeout(1.0):
+            while await loop.sock_recv(sock, 65536):
+                pass
+    except (OSError, TimeoutError):
+        pass
+
+
 class HTTPServer:
     """Serve ``handler`` on one TCP port; TLS when ``ssl_context`` is given."""
 
@@ -354,13 +385,70 @@ class HTTPServer:
         self.max_body = max_body
         self.error_body = error_body
         self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        tls: dict[str, Any] = {"ssl": self.ssl_context, "ssl_handshake_timeout": HEADER_TIMEOUT} if self.ssl_context else {}
-        self._server = await asyncio.start_server(self._on_connection, host, port, limit=READ_SIZE, **tls)
-        sockname = self._server.sockets[0].getsockname()
+        if self.ssl_context is None:
+            self._server = await asyncio.start_server(self._on_connection, host, port, limit=READ_SIZE)
+            sockname = self._server.sockets[0].getsockname()
+            return sockname[0], sockname[1]
+        # TLS: accept plain sockets and peek at the first byte before the handshake,
+        # so a plaintext HTTP request gets upstream's 400 rather than a silent close.
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(512)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._accepting = asyncio.ensure_future(self._accept_loop(listener))
+        sockname = listener.getsockname()
         return sockname[0], sockname[1]
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # e.g. EMFILE: keep serving the connections we have
+                log.warning("accept failed", extra=fields(error=str(exc)))
+                await asyncio.sleep(0.1)
+                continue
+            asyncio.ensure_future(self._on_tls_socket(sock))
+
+    async def _on_tls_socket(self, sock: socket.socket) -> None:
+        task = asyncio.current_task()
+        assert task is not None and self.ssl_context is not None
+        self._tasks.add(task)
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                first = await _peek_byte(loop, sock, HEADER_TIMEOUT)
+            except (OSError, TimeoutError):
+                first = b""
+            if first != b"\x16":  # not a TLS handshake record
+                if first.isalpha():
+                    await _reply_and_linger(loop, sock, PLAIN_HTTP_REPLY)
+                sock.close()
+                return
+            reader = asyncio.StreamReader(limit=READ_SIZE)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            try:
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol, sock, ssl=self.ssl_context, ssl_handshake_timeout=HEADER_TIMEOUT)
+            except (OSError, ssl.SSLError, TimeoutError):
+                sock.close()
+                return
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            await _Connection(self, reader, writer).serve()
+        finally:
+            self._tasks.discard(task)
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -375,6 +463,10 @@ class HTTPServer:
         """Stop listening and end open connections (streams included)."""
         if self._server is not None:
             self._server.close()
+        if self._accepting is not None:
+            await cancel_and_wait([self._accepting])
+        if self._listener is not None:
+            self._listener.close()
         stuck = await cancel_and_wait(list(self._tasks), grace=CLOSE_GRACE + 1.0)
         if stuck:
             log.warning("connections did not end at shutdown", extra=fields(count=len(stuck)))

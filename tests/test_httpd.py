@@ -222,3 +222,42 @@ def test_oversized_head_is_431_however_it_arrives() -> None:
         return statuses
 
     assert run(main()) == [b"431", b"431"]
+
+
+def test_plain_http_to_the_tls_port_gets_upstreams_400(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """As kube-apiserver answers: a readable 400, not a failed handshake and a silent close.
+    TLS clients on the same port are unaffected."""
+    import ssl
+
+    from edgectl.tunnel.selfsigned import write_tls_files
+
+    files = write_tls_files(tmp_path)
+
+    async def handler(req: Request) -> Response:
+        return json_response(200, {"tls": True})
+
+    async def main() -> tuple[bytes, int]:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(files.server_cert, files.server_key)
+        server = HTTPServer(handler, ssl_context=ctx)
+        _, port = await server.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+            plain = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+
+            def tls_get() -> int:
+                client = http.client.HTTPSConnection("127.0.0.1", port, timeout=5,
+                                                     context=ssl.create_default_context(cafile=str(files.ca_cert)))
+                client.request("GET", "/")
+                return client.getresponse().status
+
+            status = await asyncio.to_thread(tls_get)
+        finally:
+            await server.close()
+        return plain, status
+
+    plain, status = asyncio.run(main())
+    assert plain.startswith(b"HTTP/1.0 400 Bad Request") and b"Client sent an HTTP request to an HTTPS server." in plain
+    assert status == 200
