@@ -723,3 +723,50 @@ def test_startup_probe_holds_liveness_and_readiness_back_and_kills_on_failure() 
         await node.stop(stop_pods=True)
 
     in_node(body)
+
+
+def test_host_network_tcp_readiness_dials_the_node_ip() -> None:
+    async def body(root: Path) -> None:
+        # The throwaway node namespace gets the node IP, as a real node has it.
+        subprocess.run(["ip", "addr", "add", "198.18.0.10/32", "dev", "lo"], check=True)
+        node = await Node(root).start()
+        p = pod("hostnet-probe", [sh("srv", "sleep 2; exec python3 -m http.server 18080 --bind 198.18.0.10",
+                                     readinessProbe={"tcpSocket": {"port": 18080}, "periodSeconds": 1},
+                                     livenessProbe={"httpGet": {"port": 18080}, "periodSeconds": 1,
+                                                    "initialDelaySeconds": 3, "failureThreshold": 2})],
+                hostNetwork=True)
+        uid = p["metadata"]["uid"]
+        node.manager.sync([p])
+        st = await node.wait(uid, phase("Running"))
+        assert not ready_of(st, "srv")
+        st = await node.wait(uid, lambda s: ready_of(s, "srv"), timeout=10)
+        await asyncio.sleep(3)  # the httpGet liveness probe passes on the node IP too
+        st = node.manager.status(uid)
+        assert st is not None and cstatus(st, "srv")["restartCount"] == 0 and ready_of(st, "srv")
+        await node.stop(stop_pods=True)
+
+    in_node(body)
+
+
+def test_exec_probe_timeout_kills_the_probe_command() -> None:
+    async def body(root: Path) -> None:
+        node = await Node(root).start()
+        mount = f"/tmp/edgectl-probe-{uuid.uuid4().hex[:8]}"
+        # Each run records its start; one that outlived timeoutSeconds would record its end.
+        probe = f"echo x >> {mount}/begun; sleep 2; echo y >> {mount}/finished"
+        p = pod("slowprobe", [sh("app", "exec sleep 1000", volumeMounts=[{"name": "v", "mountPath": mount}],
+                                 readinessProbe={"exec": {"command": ["sh", "-c", probe]}, "periodSeconds": 1,
+                                                 "timeoutSeconds": 1})],
+                volumes=[{"name": "v", "emptyDir": {}}])
+        uid = p["metadata"]["uid"]
+        node.manager.sync([p])
+        await node.wait(uid, phase("Running"))
+        await asyncio.sleep(4.5)
+        vol = root / "data" / "pods" / uid / "volumes" / "v"
+        assert len((vol / "begun").read_text().split()) >= 3
+        assert not (vol / "finished").exists()
+        st = node.manager.status(uid)
+        assert st is not None and not ready_of(st, "app") and cstatus(st, "app")["restartCount"] == 0
+        await node.stop(stop_pods=True)
+
+    in_node(body)
