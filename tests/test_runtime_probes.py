@@ -1,13 +1,18 @@
 """Probes: the pure rules (probes.py), the request bytes and status (prober.py,
-lifecycle.py), without namespaces. Real pods with probes are in
+lifecycle.py), and the handlers against this process and loopback servers,
+without creating namespaces. Real pods with probes are in
 tests/test_runtime_pods.py."""
 from __future__ import annotations
+
+import asyncio
+import os
+import socket
 
 import pytest
 
 from edgectl.agent.runtime import lifecycle
-from edgectl.agent.runtime.interface import ContainerHandle
-from edgectl.agent.runtime.prober import http_request, parse_status_line
+from edgectl.agent.runtime.interface import ContainerHandle, ContainerProcess
+from edgectl.agent.runtime.prober import ProbeTarget, http_request, parse_status_line, run_probe
 from edgectl.agent.runtime.probes import (
     LIVENESS, READINESS, STARTUP, ProbeSpec, ProbeSpecError, ProbeState, Readiness, container_readiness,
     http_success, parse_probe, should_probe,
@@ -129,3 +134,74 @@ def test_status_uses_probe_readiness_for_ready_and_conditions() -> None:
     st = lifecycle.pod_status(pod, recs, runtime="process", ips=(), sandbox_ready=True, start_time=1.0,
                               readiness={"b": Readiness(started=True, ready=True)})
     assert {c["type"]: c["status"] for c in st["conditions"]}["Ready"] == "True"
+
+
+# ---- handlers against real processes and sockets (no namespaces changed) -------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="nsenter needs root")
+
+
+def target(*, env: dict[str, str] | None = None, ports: list[dict] | None = None) -> ProbeTarget:
+    """This test process as the 'container': nsenter into our own namespaces
+    changes nothing, and sockets dial 127.0.0.1 in our own netns."""
+    pod = parse_pod({"metadata": {"uid": "u", "name": "p"}, "spec": {"containers": [
+        {"name": "c", "command": ["x"], "ports": ports or []}]}})
+    proc = ContainerProcess(pod_uid="u", container="c", container_id="process://x", pid=os.getpid(),
+                            env=env or {"PATH": "/usr/bin:/bin"}, working_dir="/")
+    return ProbeTarget(pod_ip="127.0.0.1", netns_path="", container=pod.containers[0], process=proc)
+
+
+@needs_root
+def test_exec_handler_exit_codes_timeout_and_a_container_path_without_nsenter() -> None:
+    async def main() -> None:
+        ok = await run_probe(ProbeSpec(handler="exec", command=("/usr/bin/true",)), target(env={"PATH": "/opt/none"}))
+        assert ok.ok, ok.message
+        bad = await run_probe(ProbeSpec(handler="exec", command=("sh", "-c", "echo nope; exit 3")), target())
+        assert not bad.ok and "exited 3" in bad.message and "nope" in bad.message
+        t0 = asyncio.get_running_loop().time()
+        slow = await run_probe(ProbeSpec(handler="exec", command=("sleep", "5"), timeout=1), target())
+        assert not slow.ok and "time" in slow.message
+        assert asyncio.get_running_loop().time() - t0 < 3
+
+    asyncio.run(main())
+
+
+def test_tcp_and_http_handlers_against_loopback_servers() -> None:
+    async def main() -> None:
+        seen: list[bytes] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen.append(head)
+            code = b"200 OK" if head.startswith(b"GET /ok ") else b"500 Oops"
+            writer.write(b"HTTP/1.1 " + code + b"\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tgt = target(ports=[{"name": "web", "containerPort": port}])
+        good = await run_probe(ProbeSpec(handler="httpGet", port="web", path="/ok",
+                                         headers=(("X-Probe", "yes"),)), tgt)
+        assert good.ok, good.message
+        assert b"X-Probe: yes" in seen[0] and f"Host: 127.0.0.1:{port}".encode() in seen[0]
+        fail = await run_probe(ProbeSpec(handler="httpGet", port=port, path="/boom"), tgt)
+        assert not fail.ok and "500" in fail.message
+        unnamed = await run_probe(ProbeSpec(handler="httpGet", port="nope"), tgt)
+        assert not unnamed.ok and "no container port named" in unnamed.message
+        assert (await run_probe(ProbeSpec(handler="tcpSocket", port=port), tgt)).ok
+        server.close()
+        await server.wait_closed()
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            free = s.getsockname()[1]
+        refused = await run_probe(ProbeSpec(handler="tcpSocket", port=free), tgt)
+        assert not refused.ok and "dial tcp 127.0.0.1" in refused.message
+        # A server that accepts but never answers: bounded by timeoutSeconds.
+        with socket.socket() as mute:
+            mute.bind(("127.0.0.1", 0))
+            mute.listen()
+            hung = await run_probe(ProbeSpec(handler="httpGet", port=mute.getsockname()[1], timeout=1), tgt)
+            assert not hung.ok and "timeout" in hung.message
+
+    asyncio.run(main())

@@ -21,6 +21,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -65,8 +66,11 @@ class Outcome:
 async def run_exec(spec: ProbeSpec, target: ProbeTarget) -> Outcome:
     if target.process is None:
         return Outcome(ok=False, message="container is not running")
+    argv = target.process.enter_argv(spec.command)
+    # Found on the agent's PATH: the container's env may set a PATH without it.
+    argv[0] = shutil.which(argv[0]) or argv[0]
     proc = await asyncio.create_subprocess_exec(
-        *target.process.enter_argv(spec.command), env=dict(target.process.env),
+        *argv, env=dict(target.process.env),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         start_new_session=True)
     try:
@@ -193,7 +197,7 @@ async def run_http(spec: ProbeSpec, target: ProbeTarget) -> Outcome:
         writer.write(http_request(spec, host, port))
         await writer.drain()
         line = await reader.readline()
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, ValueError) as exc:  # ValueError: a status line over 64 KiB
         return Outcome(ok=False, message=f"GET {spec.path}: {exc}")
     finally:
         writer.close()
@@ -302,8 +306,8 @@ class Prober:
             elif not outcome.ok:
                 log.debug("probe failed", extra=fields(uid=uid, container=name, probe=kind, message=outcome.message))
             if state.kill:
-                log.info("container failed %s probe, will be restarted", kind,
-                         extra=fields(uid=uid, container=name, message=outcome.message))
+                log.info("container failed its probe; killing it", extra=fields(uid=uid, container=name, probe=kind,
+                                                                                 message=outcome.message))
                 self.on_kill(uid, name, worker.key[2], state.spec.grace_seconds)
                 return
             if state.done:
