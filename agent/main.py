@@ -170,7 +170,7 @@ class Agent:
         self.tunnel.config = dataclasses.replace(self.tunnel.config, allow=allow)
 
     async def _start_pods(self) -> None:
-        from .configmaps import ApiConfigMaps
+        from .configmaps import ApiConfigMaps, ApiSecrets
         from .runtime.manager import PodManager
         from .runtime.podfiles import ClusterInfo
         from .runtime.process import ProcessRuntime, RuntimeConfig
@@ -186,7 +186,7 @@ class Agent:
         self.manager = PodManager(runtime=runtime, data_dir=self.config.data_dir, on_change=self.podsync.on_change,
                                   cluster=info, host_ip=self.config.node_ips[0] if self.config.node_ips else "",
                                   allocatable=nodeapi.node_resources(self._facts),
-                                  configmaps=ApiConfigMaps(self.client))
+                                  configmaps=ApiConfigMaps(self.client), secrets=ApiSecrets(self.client))
         self.podsync.manager = self.manager
         self._spawn(self.manager.run(), "pod-manager")
         self._spawn(self.podsync.run(), "pod-sync")

@@ -22,13 +22,13 @@ from edgectl.httpd import Request, Response, json_response
 from edgectl.log import fields
 
 from . import discovery, fieldcheck, protobuf, status, tables
-from .auth import RequestAttributes, authorize, forbidden_message
+from .auth import UNKNOWN, RequestAttributes, authorize, forbidden_message, node_name_of
 from .bodyshape import check_shape
 from .nodeproxy import node_proxy_target, split_node_name
 from .patch import PATCH_TYPES, PatchError, apply_patch
 from .registry import ALL, Obj, Registry, Selection, WatchStream, now_rfc3339
 from .resources import VIRTUAL, Resource
-from .selectors import SelectorError, parse_field_selector, parse_label_selector
+from .selectors import FieldRequirement, FieldSelector, SelectorError, parse_field_selector, parse_label_selector
 from .status import ApiError
 
 log = logging.getLogger(__name__)
@@ -292,11 +292,11 @@ class ApiServer:
 
     # --- authorization with objects -------------------------------------------------
 
-    def _authorize_objects(self, t: Target, new: Obj | None, old: Obj | None) -> None:
+    def _authorize_objects(self, t: Target, new: Obj | None, old: Obj | None, *, pods: list[Obj] | None = None) -> None:
         attrs = current_attrs.get()
         if attrs is None:
             return
-        decision = authorize(attrs, new_obj=new, old_obj=old)
+        decision = authorize(attrs, new_obj=new, old_obj=old, pods=UNKNOWN if pods is None else pods)
         if not decision.allowed:
             raise status.forbidden(forbidden_message(attrs, decision), t.res.plural, t.name or "", t.res.group)
 
@@ -324,10 +324,25 @@ class ApiServer:
             return ALL
         return Selection(labels, fields_)
 
+    async def _node_pods(self, t: Target) -> list[Obj] | None:
+        """For a node reading a Secret: its pods in the Secret's namespace (the
+        NodeAuthorizer's graph, read on demand); None for everyone else."""
+        attrs = current_attrs.get()
+        node = node_name_of(attrs.user) if attrs is not None else None
+        if node is None or (t.res.group, t.res.plural) != ("", "secrets") or not t.namespace:
+            return None
+        pods_res = self.table.lookup("", "pods")
+        assert pods_res is not None
+        bound = Selection(fields=FieldSelector((FieldRequirement("spec.nodeName", node, False),)))
+        return (await self.registry.list(pods_res, t.namespace, selection=bound)).items
+
     async def get(self, req: Request, t: Target) -> Response:
         assert t.name is not None
+        pods = await self._node_pods(t)
+        if pods is not None:  # decided before the read, as upstream: no existence leak to unrelated nodes
+            self._authorize_objects(t, None, None, pods=pods)
         obj = await self.registry.get(t.res, t.namespace, t.name)
-        self._authorize_objects(t, None, obj)
+        self._authorize_objects(t, None, obj, pods=pods)
         return self._render_one(req, t, obj)
 
     async def list(self, req: Request, t: Target) -> Response:

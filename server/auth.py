@@ -15,15 +15,18 @@ Authorization is a fixed policy, not RBAC:
   semantics, see :func:`_authorize_node`;
 - everything else is denied.
 
-Nodes may not read Secrets at all: the node-password hashes live there and
-our agent mounts no secret volumes yet. (Upstream instead lets a node read
-the secrets its pods reference; revisit when secret volumes arrive.)
+Secrets follow upstream's NodeAuthorizer: a node may ``get`` (never list or
+watch) a Secret only while a pod bound to it in that namespace references it
+(env secretKeyRef, envFrom secretRef, secret volumes, imagePullSecrets). The
+API layer looks those pods up and passes them as ``pods``
+(:func:`node_may_get_secret` decides). The node-password hashes are Secrets
+too and stay denied to every node, referenced or not.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +49,10 @@ VERBS = READ_VERBS | {"create", "update", "patch", "delete", "deletecollection"}
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", CACERTS_PATH})
 JOIN_PATHS = frozenset({CONFIG_PATH, NODE_CERTS_PATH})
 DISCOVERY_PREFIXES = ("/api", "/apis", "/openapi")
+# Where join.py keeps node-password hashes (kept in step with join.secret_name).
+NODE_PASSWORD_NAMESPACE = "kube-system"
+NODE_PASSWORD_SUFFIX = ".node-password.edgectl"
+NODE_PASSWORD_TYPE = "edgectl.io/node-password"
 
 
 @dataclass(frozen=True)
@@ -241,7 +248,8 @@ UNKNOWN: Any = _Unknown()
 
 
 def authorize(attrs: RequestAttributes, *, new_obj: dict[str, Any] | None = UNKNOWN,
-              old_obj: dict[str, Any] | None = UNKNOWN) -> Decision:
+              old_obj: dict[str, Any] | None = UNKNOWN,
+              pods: Iterable[dict[str, Any]] | None = UNKNOWN) -> Decision:
     """Decide one request.
 
     Called with the attributes only, it is the early check (see
@@ -251,10 +259,14 @@ def authorize(attrs: RequestAttributes, *, new_obj: dict[str, Any] | None = UNKN
     e.g. ``old_obj=None`` on create). Node rules need them: the name of a
     created Node or Lease, label/taint/podCIDR changes, and ``spec.nodeName``
     of the stored pod for pods/status and pod deletes; an object that is
-    needed but None is a denial, never a silent allow."""
-    if new_obj is UNKNOWN and old_obj is UNKNOWN:
+    needed but None is a denial, never a silent allow.
+
+    A node's Secret ``get`` also needs ``pods``: the pods in the Secret's
+    namespace bound to that node (the stored Secret, if read, as ``old_obj``)."""
+    if new_obj is UNKNOWN and old_obj is UNKNOWN and pods is UNKNOWN:
         return _decide(attrs, None, None, early=True)
-    return _decide(attrs, None if new_obj is UNKNOWN else new_obj, None if old_obj is UNKNOWN else old_obj, early=False)
+    return _decide(attrs, None if new_obj is UNKNOWN else new_obj, None if old_obj is UNKNOWN else old_obj,
+                   early=False, pods=None if pods is UNKNOWN else list(pods or ()))
 
 
 def prefilter(attrs: RequestAttributes) -> Decision:
@@ -270,7 +282,7 @@ def prefilter(attrs: RequestAttributes) -> Decision:
 
 
 def _decide(attrs: RequestAttributes, new_obj: dict[str, Any] | None, old_obj: dict[str, Any] | None,
-            *, early: bool) -> Decision:
+            *, early: bool, pods: list[dict[str, Any]] | None = None) -> Decision:
     user = attrs.user
     if MASTERS in user.groups:
         return _allow("system:masters may do everything")
@@ -280,6 +292,8 @@ def _decide(attrs: RequestAttributes, new_obj: dict[str, Any] | None, old_obj: d
         return _deny("anonymous requests may only read /healthz, /livez, /readyz, /version and /cacerts")
     node = node_name_of(user)
     if node is not None:
+        if (attrs.api_group, attrs.resource) == ("", "secrets") and attrs.verb in READ_VERBS:
+            return _node_reads_secret(node, attrs, old_obj, pods, early=early)
         return _authorize_node(node, attrs, new_obj, old_obj, early=early)
     return _deny("no policy grants this user access to API resources")
 
@@ -408,6 +422,64 @@ def _pod_write(node: str, a: RequestAttributes, old: dict[str, Any] | None, *, e
     if a.verb == "create" and a.subresource == "":
         return _deny(f"node {_q(node)} is not allowed to create pods")
     return _deny(f"node {_q(node)} is not allowed to {a.verb} {_resource_name(a)}")
+
+
+# ---- secrets: upstream's node-to-secret relationship --------------------------
+
+
+def is_node_password_secret(namespace: str, name: str, obj: dict[str, Any] | None = None) -> bool:
+    if isinstance(obj, dict) and obj.get("type") == NODE_PASSWORD_TYPE:
+        return True
+    return namespace == NODE_PASSWORD_NAMESPACE and name.endswith(NODE_PASSWORD_SUFFIX)
+
+
+def _names(items: Any, *path: str) -> set[str]:
+    """``item[path...]`` for each dict in a list, as non-empty strings."""
+    out: set[str] = set()
+    for item in items if isinstance(items, list) else ():
+        for key in path:
+            item = item.get(key) if isinstance(item, dict) else None
+        if isinstance(item, str) and item:
+            out.add(item)
+    return out
+
+
+def pod_secret_names(pod: dict[str, Any]) -> set[str]:
+    """Secrets a pod references (upstream's graph edges pod -> secret)."""
+    spec = _spec(pod)
+    names = _names(spec.get("imagePullSecrets"), "name") | _names(spec.get("volumes"), "secret", "secretName")
+    for kind in ("containers", "initContainers", "ephemeralContainers"):
+        containers = spec.get(kind)
+        for c in containers if isinstance(containers, list) else ():
+            if isinstance(c, dict):
+                names |= _names(c.get("env"), "valueFrom", "secretKeyRef", "name")
+                names |= _names(c.get("envFrom"), "secretRef", "name")
+    return names
+
+
+def node_may_get_secret(node: str, namespace: str, name: str, pods: Iterable[dict[str, Any]]) -> bool:
+    """True iff a pod bound to ``node`` in ``namespace`` references the Secret."""
+    for pod in pods:
+        if (_spec(pod).get("nodeName") == node and _meta(pod).get("namespace", namespace) == namespace
+                and name in pod_secret_names(pod)):
+            return True
+    return False
+
+
+def _node_reads_secret(node: str, a: RequestAttributes, stored: dict[str, Any] | None,
+                       pods: list[dict[str, Any]] | None, *, early: bool) -> Decision:
+    no_relation = f"no relationship found between node {node!r} and this object"
+    if a.verb != "get" or not a.name or not a.namespace or a.subresource:
+        return _deny(f"node {_q(node)} may only get individual secrets its pods reference")
+    if is_node_password_secret(a.namespace, a.name, stored):
+        return _deny(no_relation)  # node-password hashes: never, whatever a pod says
+    if early:
+        return _allow(_PROVISIONAL)
+    if pods is None:
+        return _deny("cannot check the node's pods without them (pass pods)")
+    if node_may_get_secret(node, a.namespace, a.name, pods):
+        return _allow("a pod bound to the node references the secret")
+    return _deny(no_relation)
 
 
 def _resource_name(a: RequestAttributes) -> str:

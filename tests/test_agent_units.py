@@ -334,3 +334,14 @@ def test_configmaps_for_env_are_read_with_the_node_identity(server: object, tmp_
 def test_static_endpoint_is_the_one_server_seam() -> None:
     assert StaticEndpoint("https://10.0.0.1:6443").address() == ("10.0.0.1", 6443, "10.0.0.1")
     assert json.dumps(ApiClient(endpoint=StaticEndpoint("https://h:1"), ssl_context=__import__("ssl").create_default_context()).endpoint.address())
+
+
+def test_secret_values_are_base64_decoded_and_bad_data_is_a_clear_error() -> None:
+    from edgectl.agent.configmaps import _decode
+    from edgectl.agent.runtime.envsources import ConfigMapLookupError
+
+    assert _decode("secret d/s", "k", "czNjcmV0") == "s3cret"
+    raw = _decode("secret d/s", "k", "/w==")  # one byte 0xff: not UTF-8, kept for the process env
+    assert __import__("os").fsencode(raw) == b"\xff"
+    with pytest.raises(ConfigMapLookupError, match=r"reading secret d/s: data\['k'\] is not base64"):
+        _decode("secret d/s", "k", "not base64!")

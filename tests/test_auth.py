@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 
 from edgectl.server.auth import (
     ANONYMOUS, AUTHENTICATED, Authenticator, RequestAttributes, UserInfo, authorize,
-    forbidden_message, prefilter, request_attributes,
+    forbidden_message, node_may_get_secret, pod_secret_names, prefilter, request_attributes,
 )
 from edgectl.server.pki.issue import issue_leaf, new_ca, now_utc
 
@@ -181,8 +181,9 @@ CASES: list[tuple[str, RequestAttributes, Any, Any, bool, str]] = [
       for g, r in [("", "nodes"), ("", "pods"), ("", "services"), ("", "endpoints"), ("", "namespaces"),
                    ("", "configmaps"), (LEASE, "leases"), (NETPOL, "networkpolicies"), ("", "events")]],
     ("node reads other node", R(NODE_A, "get", "nodes", name="b"), None, None, True, ""),
-    ("node reads secrets", R(NODE_A, "get", "secrets", ns="kube-system", name="a.node-password.edgectl"), None, None, False, "may not read secrets"),
-    ("node lists secrets", R(NODE_A, "list", "secrets"), None, None, False, "may not read"),
+    ("node reads its password secret", R(NODE_A, "get", "secrets", ns="kube-system", name="a.node-password.edgectl"), None, None, False, "no relationship found between node 'a'"),
+    ("node reads secret without pods", R(NODE_A, "get", "secrets", ns="default", name="s"), None, None, False, "pass pods"),
+    ("node lists secrets", R(NODE_A, "list", "secrets"), None, None, False, "may only get individual secrets"),
     ("node reads serviceaccounts", R(NODE_A, "list", "serviceaccounts"), None, None, False, "may not read"),
     ("node pod log", R(NODE_A, "get", "pods", sub="log", ns="x", name="p"), None, None, False, "reserved for cluster admins"),
     ("node exec", R(NODE_A, "create", "pods", sub="exec", ns="x", name="p"), None, None, False, "reserved for cluster admins"),
@@ -328,3 +329,66 @@ def test_objects_not_passed_means_early_check_but_none_means_absent() -> None:
     assert authorize(create).allowed and "provisional" in authorize(create).reason
     assert not authorize(create, new_obj=None, old_obj=None).allowed
     assert authorize(create, new_obj=node_obj("a")).allowed
+
+
+# ---- secrets: the node-to-secret relationship ---------------------------------------
+
+
+def spod(node: str | None, ns: str = "default", **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "p", "namespace": ns}, "spec": {**({"nodeName": node} if node else {}), **spec}}
+
+
+ENV_REF = {"containers": [{"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}
+ENV_FROM = {"initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "s"}}]}]}
+VOLUME = {"volumes": [{"name": "v", "secret": {"secretName": "s"}}]}
+PULL = {"imagePullSecrets": [{"name": "s"}]}
+CM_ONLY = {"containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "s"}}]}]}
+
+# (id, attributes, pods, stored secret, allowed, reason substring)
+SECRET_CASES: list[tuple[str, RequestAttributes, list[Any], Any, bool, str]] = [
+    *[(f"bound pod via {label}", R(NODE_A, "get", "secrets", ns="default", name="s"), [spod("a", **ref)], None, True, "references")
+      for label, ref in (("secretKeyRef", ENV_REF), ("envFrom initContainer", ENV_FROM), ("volume", VOLUME),
+                         ("imagePullSecrets", PULL))],
+    ("with the stored secret", R(NODE_A, "get", "secrets", ns="default", name="s"), [spod("a", **VOLUME)],
+     {"metadata": {"name": "s"}, "type": "Opaque"}, True, ""),
+    ("unreferenced", R(NODE_A, "get", "secrets", ns="default", name="other"), [spod("a", **ENV_REF)], None, False,
+     "no relationship found between node 'a' and this object"),
+    ("no pods", R(NODE_A, "get", "secrets", ns="default", name="s"), [], None, False, "no relationship found"),
+    ("pod on another node", R(NODE_A, "get", "secrets", ns="default", name="s"), [spod("b", **ENV_REF)], None, False, "no relationship"),
+    ("unbound pod", R(NODE_A, "get", "secrets", ns="default", name="s"), [spod(None, **ENV_REF)], None, False, "no relationship"),
+    ("pod in another namespace", R(NODE_A, "get", "secrets", ns="default", name="s"), [spod("a", "shop", **ENV_REF)], None, False, "no relationship"),
+    ("configmap of the same name", R(NODE_A, "get", "secrets", ns="default", name="s"), [spod("a", **CM_ONLY)], None, False, "no relationship"),
+    ("password secret even if referenced", R(NODE_A, "get", "secrets", ns="kube-system", name="b.node-password.edgectl"),
+     [spod("a", "kube-system", imagePullSecrets=[{"name": "b.node-password.edgectl"}])], None, False, "no relationship"),
+    ("password-typed secret elsewhere", R(NODE_A, "get", "secrets", ns="default", name="s"), [spod("a", **PULL)],
+     {"metadata": {"name": "s"}, "type": "edgectl.io/node-password"}, False, "no relationship"),
+    ("list even with pods", R(NODE_A, "list", "secrets", ns="default"), [spod("a", **PULL)], None, False, "may only get"),
+    ("watch even with pods", R(NODE_A, "watch", "secrets", ns="default", name="s"), [spod("a", **PULL)], None, False, "may only get"),
+    ("write even with pods", R(NODE_A, "update", "secrets", ns="default", name="s"), [spod("a", **PULL)], None, False, "may only write"),
+    ("other users unaffected", R(ALICE, "get", "secrets", ns="default", name="s"), [spod("a", **PULL)], None, False, "no policy"),
+]
+
+
+@pytest.mark.parametrize("attrs, pods, stored, allowed, reason", [c[1:] for c in SECRET_CASES], ids=[c[0] for c in SECRET_CASES])
+def test_node_secret_access(attrs: RequestAttributes, pods: list[Any], stored: Any, allowed: bool, reason: str) -> None:
+    decision = authorize(attrs, old_obj=stored, pods=pods)
+    assert decision.allowed is allowed, decision.reason
+    assert reason in decision.reason
+    if not prefilter(attrs).allowed:  # early denials are final
+        assert not allowed
+
+
+def test_secret_prefilter_is_provisional_only_for_single_gets() -> None:
+    assert "provisional" in prefilter(R(NODE_A, "get", "secrets", ns="default", name="s")).reason
+    assert not prefilter(R(NODE_A, "get", "secrets", ns="kube-system", name="a.node-password.edgectl")).allowed
+    assert not prefilter(R(NODE_A, "list", "secrets", ns="default")).allowed
+    assert not prefilter(R(NODE_A, "watch", "secrets")).allowed
+
+
+def test_pod_secret_names_reads_every_reference_and_ignores_junk() -> None:
+    pod = spod("a", imagePullSecrets=[{"name": "pull"}, {}, "junk"], volumes=[{"secret": {"secretName": "vol"}}, {"configMap": {"name": "cm"}}],
+               containers=[{"env": [{"valueFrom": {"secretKeyRef": {"name": "env"}}}, {"value": "x"}], "envFrom": [{"secretRef": {"name": "from"}}]}],
+               initContainers=[{"envFrom": [{"secretRef": {"name": "init"}}]}, None])
+    assert pod_secret_names(pod) == {"pull", "vol", "env", "from", "init"}
+    assert pod_secret_names({"spec": {"containers": "nope", "volumes": {"x": 1}}}) == set()
+    assert node_may_get_secret("a", "default", "vol", [pod]) and not node_may_get_secret("b", "default", "vol", [pod])

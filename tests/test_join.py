@@ -506,3 +506,60 @@ def test_real_kubectl_as_node_is_confined(real_server: Any, tmp_path: Path) -> N
     assert run("get", "nodes").returncode == 0
     denied = run("create", "namespace", "from-a-node")
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+
+
+@pytest.mark.slow
+def test_real_server_node_reads_only_the_secrets_its_pods_reference(real_server: Any, tmp_path: Path) -> None:
+    import asyncio
+
+    from edgectl.agent.client import ApiClient, StaticEndpoint
+    from edgectl.agent.configmaps import ApiSecrets
+    from edgectl.agent.runtime.envsources import ConfigMapLookupError
+
+    srv = real_server
+    token = (srv.data_dir / "token").read_text().strip()
+    node = join(server_url=srv.url, token=token, data_dir=tmp_path / "s", node_name="edge-sec")
+    join(server_url=srv.url, token=token, data_dir=tmp_path / "t", node_name="edge-sec2")
+    base = "/api/v1/namespaces/default/secrets"
+    for name in ("sec-db", "sec-other", "sec-theirs"):
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"pw": f"{name}-pw"}}
+        assert srv.json("POST", base, body)[0] == 201
+
+    def bound(name: str, node_name: str, ns: str, **spec: Any) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+                "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "busybox"}], **spec}}
+
+    env_ref = [{"name": "c", "image": "busybox",
+                "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "sec-db", "key": "pw"}}}],
+                "envFrom": [{"secretRef": {"name": "sec-missing"}}]}]
+    for pod in (bound("sec-mine", "edge-sec", "default", containers=env_ref),
+                bound("sec-yours", "edge-sec2", "default", imagePullSecrets=[{"name": "sec-theirs"}]),
+                bound("sec-sneaky", "edge-sec", "kube-system", imagePullSecrets=[{"name": "edge-sec2.node-password.edgectl"},
+                                                                                 {"name": "edge-sec.node-password.edgectl"}])):
+        code, st = srv.json("POST", f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods", pod)
+        assert code == 201, st
+
+    code, got = _as_node(srv, node, "GET", f"{base}/sec-db")
+    assert code == 200 and got["data"]["pw"] == base64.b64encode(b"sec-db-pw").decode()
+    assert _as_node(srv, node, "GET", f"{base}/sec-missing")[0] == 404  # referenced but absent: a plain 404
+    for path in (f"{base}/sec-other", f"{base}/sec-theirs", f"{base}/sec-nowhere", base, f"{base}?watch=true",
+                 "/api/v1/secrets", "/api/v1/watch/namespaces/default/secrets/sec-db",
+                 "/api/v1/namespaces/kube-system/secrets/edge-sec.node-password.edgectl",
+                 "/api/v1/namespaces/kube-system/secrets/edge-sec2.node-password.edgectl"):
+        code, st = _as_node(srv, node, "GET", path)
+        assert code == 403 and st["reason"] == "Forbidden", (path, code, st)
+    code, st = _as_node(srv, node, "GET", f"{base}/sec-other")
+    assert "no relationship found between node 'edge-sec' and this object" in st["message"]
+
+    async def via_agent() -> None:
+        client = ApiClient(endpoint=StaticEndpoint(srv.url), ssl_context=node.api_ssl_context())
+        try:
+            secrets = ApiSecrets(client)
+            assert await secrets.get("default", "sec-db") == {"pw": "sec-db-pw"}
+            assert await secrets.get("default", "sec-missing") is None
+            with pytest.raises(ConfigMapLookupError, match="reading secret default/sec-other: 403"):
+                await secrets.get("default", "sec-other")
+        finally:
+            await client.close()
+
+    asyncio.run(via_agent())

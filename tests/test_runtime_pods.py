@@ -389,15 +389,17 @@ def test_downward_api_env_sees_the_pod_ip_before_the_container_starts() -> None:
     in_node(body)
 
 
-def test_configmap_env_waits_for_the_configmap_and_secrets_are_refused() -> None:
+def test_configmap_and_secret_env_wait_for_their_objects() -> None:
     async def body(root: Path) -> None:
         configmaps = StaticConfigMaps({("default", "shared"): {"COLOR": "blue"}})
-        node = await Node(root, backoff=0.2, configmaps=configmaps).start()
+        secrets = StaticConfigMaps({("default", "creds"): {"USER": "svc", "bad key": "skipped"}})
+        node = await Node(root, backoff=0.2, configmaps=configmaps, secrets=secrets).start()
         p = pod("cm", [sh("main", "echo color=$COLOR app_level=$APP_LEVEL; exec sleep 300",
                           envFrom=[{"configMapRef": {"name": "shared"}},
                                    {"prefix": "APP_", "configMapRef": {"name": "app"}}])])
-        secret = pod("secret", [sh("c", "true", env=[{"name": "PW", "valueFrom": {
-            "secretKeyRef": {"name": "db", "key": "pw"}}}])])
+        secret = pod("secret", [sh("c", "echo pw=$PW user=$S_USER; exec sleep 300", env=[{"name": "PW", "valueFrom": {
+            "secretKeyRef": {"name": "db", "key": "pw"}}}], envFrom=[{"prefix": "S_", "secretRef": {"name": "creds"}},
+                                                                    {"secretRef": {"name": "gone", "optional": True}}])])
         node.manager.sync([p, secret])
         uid = p["metadata"]["uid"]
         waiting = lambda s: "waiting" in cstatus(s, "main")["state"] and \
@@ -407,7 +409,15 @@ def test_configmap_env_waits_for_the_configmap_and_secrets_are_refused() -> None
         assert st["podIP"]  # the sandbox exists; only the container waits
         st = await node.wait(secret["metadata"]["uid"], lambda s: "waiting" in cstatus(s, "c")["state"]
                              and cstatus(s, "c")["state"]["waiting"].get("reason") == "CreateContainerConfigError")
-        assert "nodes may not read Secrets" in cstatus(st, "c")["state"]["waiting"]["message"]
+        assert cstatus(st, "c")["state"]["waiting"]["message"] == 'env PW: secret "db" not found'
+        secrets.items[("default", "db")] = {"pw": "s3cret"}  # the Secret appears: next retry starts it
+        st = await node.wait(secret["metadata"]["uid"], lambda s: s["phase"] == "Running")
+        slogs = node.manager.container_logs("default", "secret", "c")
+        assert slogs and slogs.current
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not read_log(slogs.current):
+            await asyncio.sleep(0.05)
+        assert [r.text for r in read_log(slogs.current)] == [b"pw=s3cret user=svc"]
         configmaps.items[("default", "app")] = {"LEVEL": "debug"}  # the ConfigMap appears: next retry starts it
         st = await node.wait(uid, lambda s: s["phase"] == "Running")
         logs = node.manager.container_logs("default", "cm", "main")

@@ -295,17 +295,31 @@ def test_malformed_value_from_is_refused_at_parse_time() -> None:
         "env Y: valueFrom.configMapKeyRef needs name and key")
 
 
-# ---- env from ConfigMaps; Secrets refused ---------------------------------------------
+# ---- env from ConfigMaps and Secrets ------------------------------------------------------
 
 CMS = {"cfg": {"LEVEL": "debug", "MODE": "fast", "bad key": "skipped", "1ST": "skipped-without-prefix"},
        "other": {"url": "http://x"}}
 
 
-def _cm_env(container: dict, configmaps: dict | None = CMS) -> dict[str, str]:
+SECRETS = {"db": {"pw": "s3cret", "user": "svc", "bad key": "skipped"}}
+
+
+def _cm_env(container: dict, configmaps: dict | None = CMS, secrets: dict | None = SECRETS) -> dict[str, str]:
     doc = _pod(containers=[{"name": "c", "command": ["sh"], **container}])
     p = parse_pod(doc)
     return podfiles.container_env(p, p.containers[0], cluster=podfiles.ClusterInfo(),
-                                  facts=envsources.PodFacts(configmaps=configmaps))
+                                  facts=envsources.PodFacts(configmaps=configmaps, secrets=secrets))
+
+
+def test_env_from_secrets_mirrors_configmaps() -> None:
+    env = _cm_env({
+        "envFrom": [{"prefix": "DB_", "secretRef": {"name": "db"}}, {"secretRef": {"name": "gone", "optional": True}}],
+        "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}},
+                {"name": "CFG", "valueFrom": {"configMapKeyRef": {"name": "db", "key": "pw", "optional": True}}},
+                {"name": "OPT", "valueFrom": {"secretKeyRef": {"name": "db", "key": "nope", "optional": True}}}],
+    })
+    assert (env["PW"], env["DB_pw"], env["DB_user"]) == ("s3cret", "s3cret", "svc")
+    assert "CFG" not in env and "OPT" not in env and "DB_bad key" not in env  # kinds do not mix
 
 
 def test_env_from_configmaps_with_prefix_order_and_optional() -> None:
@@ -334,10 +348,11 @@ def test_env_from_skips_keys_that_are_not_variable_names() -> None:
      'env A: configmap "gone" not found'),
     ({"env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}}]},
      "env A: couldn't find key k in ConfigMap shop/cfg"),
-    ({"env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}]},
-     "env PW: secretKeyRef 'db': nodes may not read Secrets (edgectl's NodeRestriction denies them)"),
-    ({"envFrom": [{"secretRef": {"name": "db", "optional": True}}]},
-     "envFrom secretRef 'db': nodes may not read Secrets"),
+    ({"env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "pw"}}}]},
+     'env PW: secret "gone" not found'),
+    ({"env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "nope"}}}]},
+     "env PW: couldn't find key nope in Secret shop/db"),
+    ({"envFrom": [{"secretRef": {"name": "cfg"}}]}, 'secret "cfg" not found'),
 ])
 def test_missing_configmaps_and_secrets_are_config_errors(container: dict, message: str) -> None:
     with pytest.raises(envsources.EnvError) as info:
@@ -351,6 +366,7 @@ def test_configmap_names_lists_each_referenced_configmap_once() -> None:
                                     "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "b", "key": "k"}}},
                                             {"name": "Y", "valueFrom": {"configMapKeyRef": {"name": "a", "key": "k"}}}]}]))
     assert envsources.configmap_names(p.containers[0]) == ["a", "b"]
+    assert envsources.secret_names(p.containers[0]) == ["s"]
 
 
 def test_static_configmaps_is_a_real_source() -> None:

@@ -1,11 +1,11 @@
 """``env[].valueFrom`` and ``envFrom``: the values kubelet fills in (pure).
 
 Everything here runs when a container starts, after its sandbox exists, so
-``status.podIP`` is known. ConfigMaps are fetched by the manager through a
-:class:`ConfigMapSource` the agent injects (the runtime never calls the API)
-and handed in as a plain dict; a name missing from that dict was not found.
-Secrets are never readable here: edgectl's NodeRestriction denies nodes every
-Secret, so such references are refused with a message that says so.
+``status.podIP`` is known. ConfigMaps and Secrets are fetched by the manager
+through a :class:`ConfigMapSource` per kind that the agent injects (the
+runtime never calls the API; the server lets a node get exactly the Secrets
+its pods reference) and handed in as plain dicts; a name missing from that
+dict was not found. Both kinds share one code path, :data:`KINDS`.
 """
 from __future__ import annotations
 
@@ -23,17 +23,18 @@ class EnvError(Exception):
 
 
 class ConfigMapLookupError(Exception):
-    """The API could not be asked (unreachable, 403 ...): not the same as "not found"."""
+    """The API could not be asked (unreachable, 403 ...): not the same as "not found".
+    Raised by ConfigMap and Secret sources alike."""
 
 
 class ConfigMapSource(Protocol):
-    """Read one ConfigMap's ``data``; ``None`` when it does not exist."""
+    """Read one ConfigMap's (or Secret's, decoded) ``data``; ``None`` when it does not exist."""
 
     async def get(self, namespace: str, name: str) -> Mapping[str, str] | None: ...
 
 
 class StaticConfigMaps:
-    """A ConfigMapSource backed by a dict ``{(namespace, name): data}`` (tests, fixed setups)."""
+    """A ConfigMapSource (either kind) backed by a dict ``{(namespace, name): data}`` (tests, fixed setups)."""
 
     def __init__(self, items: Mapping[tuple[str, str], Mapping[str, str]] | None = None) -> None:
         self.items: dict[tuple[str, str], Mapping[str, str]] = dict(items or {})
@@ -50,6 +51,7 @@ class PodFacts:
     host_ips: tuple[str, ...] = ()
     allocatable: Mapping[str, str] | None = None  # node allocatable: limits default to it
     configmaps: Mapping[str, Mapping[str, str]] | None = None  # name -> data, this pod's namespace
+    secrets: Mapping[str, Mapping[str, str]] | None = None  # name -> decoded data, this pod's namespace
     hostname: str = ""  # the container's hostname when not the pod's (hostNetwork: the node's)
 
 
@@ -138,27 +140,52 @@ def resource_value(pod: PodSpec, container: ContainerSpec, src: EnvSource, facts
 
 # ---- configMaps and secrets ---------------------------------------------------------------
 
-_SECRETS_DENIED = ("nodes may not read Secrets (edgectl's NodeRestriction denies them), so the process runtime "
-                   "cannot fill it in; use a ConfigMap or a plain value")
+
+@dataclass(frozen=True)
+class DataKind:
+    """What differs between ConfigMap and Secret references: names and wording."""
+
+    word: str  # "configmap" / "secret", as kubelet's not-found message
+    title: str  # "ConfigMap" / "Secret"
+    key_ref: str  # env[].valueFrom kind
+    from_ref: str  # envFrom kind
+    facts_field: str  # the PodFacts field holding the fetched data
+
+
+CONFIGMAP = DataKind("configmap", "ConfigMap", "configMapKeyRef", "configMapRef", "configmaps")
+SECRET = DataKind("secret", "Secret", "secretKeyRef", "secretRef", "secrets")
+KINDS = (CONFIGMAP, SECRET)
+_BY_REF = {k.key_ref: k for k in KINDS} | {k.from_ref: k for k in KINDS}
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 
 
-def configmap_names(container: ContainerSpec) -> list[str]:
-    """ConfigMaps (in the pod's namespace) the manager must fetch before starting ``container``."""
-    names = [f.name for f in container.env_from if f.kind == "configMapRef"]
-    names += [v.source.name for v in container.env if v.source and v.source.kind == "configMapKeyRef"]
+def referenced_names(container: ContainerSpec, kind: DataKind) -> list[str]:
+    """Objects of ``kind`` (in the pod's namespace) the manager must fetch before starting ``container``."""
+    names = [f.name for f in container.env_from if f.kind == kind.from_ref]
+    names += [v.source.name for v in container.env if v.source and v.source.kind == kind.key_ref]
     return list(dict.fromkeys(names))
+
+
+def configmap_names(container: ContainerSpec) -> list[str]:
+    return referenced_names(container, CONFIGMAP)
+
+
+def secret_names(container: ContainerSpec) -> list[str]:
+    return referenced_names(container, SECRET)
+
+
+def _data(kind: DataKind, name: str, facts: PodFacts) -> Mapping[str, str] | None:
+    return (getattr(facts, kind.facts_field) or {}).get(name)
 
 
 def env_from_values(pod: PodSpec, src: EnvFromSource, facts: PodFacts) -> dict[str, str]:
     """One envFrom entry. Keys that are not valid variable names are skipped, as kubelet does."""
-    if src.kind == "secretRef":
-        raise EnvError(f"envFrom secretRef {src.name!r}: {_SECRETS_DENIED}")
-    data = (facts.configmaps or {}).get(src.name)
+    kind = _BY_REF[src.kind]
+    data = _data(kind, src.name, facts)
     if data is None:
         if src.optional:
             return {}
-        raise EnvError(f'configmap "{src.name}" not found')
+        raise EnvError(f'{kind.word} "{src.name}" not found')
     return {src.prefix + k: str(v) for k, v in data.items() if _ENV_NAME.fullmatch(src.prefix + k)}
 
 
@@ -170,17 +197,16 @@ def value_from(pod: PodSpec, container: ContainerSpec, name: str, src: EnvSource
             return field_value(pod, src.field_path, facts)
         if src.kind == "resourceFieldRef":
             return resource_value(pod, container, src, facts)
-        if src.kind == "secretKeyRef":
-            raise EnvError(f"secretKeyRef {src.name!r}: {_SECRETS_DENIED}")
-        data = (facts.configmaps or {}).get(src.name)
+        kind = _BY_REF[src.kind]
+        data = _data(kind, src.name, facts)
         if data is None:
             if src.optional:
                 return None
-            raise EnvError(f'configmap "{src.name}" not found')
+            raise EnvError(f'{kind.word} "{src.name}" not found')
         if src.key not in data:
             if src.optional:
                 return None
-            raise EnvError(f"couldn't find key {src.key} in ConfigMap {pod.namespace}/{src.name}")
+            raise EnvError(f"couldn't find key {src.key} in {kind.title} {pod.namespace}/{src.name}")
         return str(data[src.key])
     except EnvError as exc:
         raise EnvError(f"env {name}: {exc}") from None

@@ -116,6 +116,7 @@ class PodManager:
         host_ip: str = "",
         allocatable: Mapping[str, str] | None = None,
         configmaps: envsources.ConfigMapSource | None = None,
+        secrets: envsources.ConfigMapSource | None = None,
         orphan_grace_seconds: float | None = None,
     ) -> None:
         self.runtime = runtime
@@ -127,9 +128,10 @@ class PodManager:
         self.host_ip = host_ip
         # The node's allocatable resources: resourceFieldRef limits default to them.
         self.allocatable = dict(allocatable or {})
-        # Where env configMapKeyRef/envFrom values come from (the agent reads the
-        # API); None: every ConfigMap counts as missing.
+        # Where env configMapKeyRef/secretKeyRef/envFrom values come from (the
+        # agent reads the API as the node); None: every such object counts as missing.
         self.configmaps = configmaps
+        self.secrets = secrets
         # Grace for pods that vanished from the API (None: their own grace period).
         self.orphan_grace_seconds = orphan_grace_seconds
         self._pods: dict[str, PodRecord] = {}
@@ -401,16 +403,19 @@ class PodManager:
     async def _container_env(self, rec: PodRecord, container: ContainerSpec) -> dict[str, str]:
         """Resolve the environment now that the sandbox (and so the pod IP) exists."""
         assert rec.sandbox is not None
-        found: dict[str, Mapping[str, str]] = {}
-        for name in envsources.configmap_names(container):
-            try:
-                data = await self.configmaps.get(rec.spec.namespace, name) if self.configmaps else None
-            except envsources.ConfigMapLookupError as exc:
-                raise ContainerStartError(str(exc), reason="CreateContainerConfigError") from None
-            if data is not None:
-                found[name] = data
+        found: dict[str, dict[str, Mapping[str, str]]] = {}
+        for kind, source in ((envsources.CONFIGMAP, self.configmaps), (envsources.SECRET, self.secrets)):
+            found[kind.facts_field] = {}
+            for name in envsources.referenced_names(container, kind):
+                try:
+                    data = await source.get(rec.spec.namespace, name) if source else None
+                except envsources.ConfigMapLookupError as exc:
+                    raise ContainerStartError(str(exc), reason="CreateContainerConfigError") from None
+                if data is not None:
+                    found[kind.facts_field][name] = data
         facts = envsources.PodFacts(pod_ips=rec.sandbox.ips, host_ips=(self.host_ip,) if self.host_ip else (),
-                                    allocatable=self.allocatable, configmaps=found,
+                                    allocatable=self.allocatable, configmaps=found["configmaps"],
+                                    secrets=found["secrets"],
                                     hostname=str(rec.sandbox.data.get("hostname") or ""))
         try:
             return podfiles.container_env(rec.spec, container, cluster=self.cluster, services=self._services,
