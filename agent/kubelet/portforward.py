@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import logging
 import os
-import socket
-import threading
 from collections.abc import Awaitable, Callable
 
 from edgectl.agent.runtime.interface import PodNetwork
+from edgectl.agent.runtime.netns import connect_in_netns
 from edgectl.agent.streams import channels as ch
 from edgectl.agent.streams.spdy_session import Role
 from edgectl.httpd import TAKEN_OVER, Request, Response
@@ -37,59 +35,17 @@ from .wsconn import accept_websocket
 
 log = logging.getLogger(__name__)
 
-CLONE_NEWNET = 0x40000000
 DIAL_TIMEOUT = 10.0
 PAIR_TIMEOUT = 30.0  # a data stream whose error stream never comes (or vice versa)
 
-_libc = ctypes.CDLL(None, use_errno=True)
 
 Dialer = Callable[[int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
-def _connect_in_netns(netns_path: str | None, port: int, timeout: float) -> socket.socket:
-    """Blocking; runs in a worker thread. Tries IPv4 then IPv6 loopback, as
-    container runtimes do for ``localhost``."""
-    result: dict[str, object] = {}
-
-    def worker() -> None:
-        try:
-            if netns_path:
-                fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    if _libc.setns(fd, CLONE_NEWNET) != 0:
-                        err = ctypes.get_errno()
-                        raise OSError(err, f"setns({netns_path}): {os.strerror(err)}")
-                finally:
-                    os.close(fd)
-            last: OSError | None = None
-            for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                sock.settimeout(timeout)
-                try:
-                    sock.connect((host, port))
-                    result["sock"] = sock
-                    return
-                except OSError as exc:
-                    sock.close()
-                    last = exc
-            assert last is not None
-            raise last
-        except BaseException as exc:  # handed to the caller
-            result["error"] = exc
-
-    # A fresh thread every time: it leaves the netns changed, so it must not be reused.
-    thread = threading.Thread(target=worker, name=f"portforward-dial-{port}", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["sock"]  # type: ignore[return-value]
-
-
 def netns_dialer(netns_path: str | None, *, timeout: float = DIAL_TIMEOUT) -> Dialer:
     async def dial(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        sock = await asyncio.to_thread(_connect_in_netns, netns_path, port, timeout)
-        sock.setblocking(False)
+        # IPv4 then IPv6 loopback, as container runtimes do for ``localhost``.
+        sock = await connect_in_netns(netns_path, ("127.0.0.1", "::1"), port, timeout=timeout)
         return await asyncio.open_connection(sock=sock)
     return dial
 

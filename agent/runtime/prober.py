@@ -18,14 +18,12 @@ at once, so a slow or hung probe can delay only its own next tick.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -33,15 +31,14 @@ from typing import Callable
 from edgectl.log import fields
 
 from .interface import ContainerProcess
+from .netns import connect_in_netns
 from .probes import KINDS, STARTUP, ProbeSpec, ProbeState, Readiness, container_readiness, http_success, should_probe
 from .spec import ContainerSpec
 
 log = logging.getLogger(__name__)
 
-CLONE_NEWNET = 0x40000000
 USER_AGENT = "kube-probe/1.31"
 MAX_OUTPUT = 10 * 1024  # exec output kept for the log message
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,52 +87,8 @@ async def run_exec(spec: ProbeSpec, target: ProbeTarget) -> Outcome:
     return Outcome(ok=False, message=f"command exited {proc.returncode}: {text}")
 
 
-def _connect_in_netns(netns_path: str, host: str, port: int, timeout: float) -> socket.socket:
-    """Blocking; the caller runs it in a fresh thread (setns taints the thread)."""
-    if netns_path:
-        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns({netns_path}): {os.strerror(err)}")
-        finally:
-            os.close(fd)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 async def connect(target: ProbeTarget, host: str, port: int, timeout: float) -> socket.socket:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[socket.socket] = loop.create_future()
-
-    def settle(sock: socket.socket | None, exc: BaseException | None) -> None:
-        if done.cancelled():
-            if sock is not None:
-                sock.close()
-        elif exc is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(sock)  # type: ignore[arg-type]
-
-    def worker() -> None:
-        try:
-            sock = _connect_in_netns(target.netns_path, host, port, timeout)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, sock, None)
-
-    threading.Thread(target=worker, name=f"probe-dial-{port}", daemon=True).start()
-    sock = await done
-    sock.setblocking(False)
-    return sock
+    return await connect_in_netns(target.netns_path, (host,), port, timeout=timeout)
 
 
 def _endpoint(spec: ProbeSpec, target: ProbeTarget) -> tuple[str, int] | str:
