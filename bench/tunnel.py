@@ -4,7 +4,9 @@
 1. One stream, 1 GiB over loopback: direct TCP; the tunnel (TLS on, server and
    agent in separate processes, uvloop); ``ssh -R`` (Debian's sshd on 127.0.0.1,
    throwaway keys, default cipher and aes128-gcm); a plain asyncio TCP relay
-   (no TLS, no framing) with and without uvloop.
+   (no TLS, no framing) with and without uvloop; and a pair of such relays with
+   TLS between them (the tunnel's two hops and TLS, without its framing and flow
+   control), which isolates what the protocol itself costs.
 2. 1,000 streams echoing 1 KiB messages at once: aggregate throughput, p50/p99 RTT.
 3. Head-of-line: one stream's reader stalls with 100 MB queued behind it; the
    other streams' throughput vs. without the stall; memory held for the stall.
@@ -39,6 +41,7 @@ ME = [PY, str(Path(__file__).resolve())]
 TOKEN, ADMIN = "bench-token", "bench-admin"
 MiB = 1024 * 1024
 CHUNK = MiB
+PAIR = "relay pair + TLS (uvloop)"
 
 # ---------------------------------------------------------------------------
 # helpers run as subprocesses: ``bench/tunnel.py _helper NAME ...``; each prints its port
@@ -93,6 +96,60 @@ def helper_relay(dest_port: int, use_uvloop: bool) -> None:
             await pipe(r, w, dr, dw)
 
         srv = await asyncio.start_server(handle, "127.0.0.1", 0, limit=4 * MiB)
+        print(srv.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    run(main(), use_uvloop=use_uvloop)
+
+
+def helper_tls_relay(role: str, dest_port: int, cert: str, key: str, ca: str, use_uvloop: bool) -> None:
+    """Half of a plain asyncio relay pair with TLS between the halves: the same two
+    hops, the same TLS stack (asyncio/uvloop over OpenSSL) and the same direction of
+    encryption as the tunnel, but no websocket, no framing, no multiplexing and no
+    flow control. ``near`` takes plain TCP and dials ``far`` over TLS; ``far``
+    terminates TLS and dials the sink. Tunnel / this pair = what framing and flow
+    control cost in Python."""
+    import ssl
+
+    from edgectl.tunnel.loop import run
+
+    async def main() -> None:
+        if role == "far":
+            server_ctx: ssl.SSLContext | None = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server_ctx.load_cert_chain(cert, key)  # type: ignore[union-attr]
+            client_ctx, hostname = None, None
+        else:
+            server_ctx = None
+            client_ctx = ssl.create_default_context(cafile=ca)
+            hostname = "localhost"
+
+        # TLS in asyncio has no half-close, so the pair carries one direction and
+        # ends it by closing: near answers the sender's end mark once it has flushed
+        # everything into TLS and closed it (a few MB may still be in flight; that
+        # is noise at 1 GiB); far half-closes towards the sink and waits for it.
+        async def copy(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while data := await r.read(CHUNK):
+                w.write(data)
+                await w.drain()
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            dr, dw = await asyncio.open_connection("127.0.0.1", dest_port, limit=4 * MiB, ssl=client_ctx,
+                                                   server_hostname=hostname)
+            await copy(r, dw)
+            if role == "near":
+                dw.close()
+                with contextlib.suppress(OSError):
+                    await dw.wait_closed()
+                w.write(b"k")
+            else:
+                dw.write_eof()
+                await dr.read(1)
+                dw.close()
+            with contextlib.suppress(OSError):
+                await w.drain()
+            w.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0, limit=4 * MiB, ssl=server_ctx)
         print(srv.sockets[0].getsockname()[1], flush=True)
         await asyncio.Event().wait()
 
@@ -321,6 +378,16 @@ def bench_single_stream(procs: Procs, tmp: Path, nbytes: int, skip: set[str]) ->
             measure(label, rport, pids)
             for p in [p for p in procs.procs if p not in before]:
                 procs.stop(p)
+    if "tunnel" not in skip:
+        from edgectl.tunnel.selfsigned import write_tls_files
+
+        tls = write_tls_files(tmp / "tls-pair")
+        files = [str(tls.server_cert), str(tls.server_key), str(tls.ca_cert)]
+        far, far_port = procs.start([*ME, "_helper", "tls_relay", "far", str(sink), *files, "1"])
+        near, near_port = procs.start([*ME, "_helper", "tls_relay", "near", str(far_port), *files, "1"])
+        measure(PAIR, near_port, {"near": near.pid, "far": far.pid})
+        procs.stop(near)
+        procs.stop(far)
     for label, uv in (("asyncio relay (uvloop)", True), ("asyncio relay (asyncio)", False)):
         p, rport = procs.start([*ME, "_helper", "relay", str(sink), "1" if uv else "0"])
         measure(label, rport, {"relay": p.pid})
@@ -502,6 +569,9 @@ def main() -> None:
                             eff = f"{xc / tc:5.2f}x" if xc and tc else "    -"
                             print(f"    {k:<28} {t / v:5.2f}x        {eff}", flush=True)
                     print("  targets: >= 1.0x ssh -R aes128-gcm, >= 0.6x asyncio relay", flush=True)
+                    if PAIR in r:
+                        print(f"  what framing, multiplexing and flow control cost: tunnel / {PAIR} = {t / r[PAIR]:.2f}x "
+                              f"throughput, {r[f'cpu_s_per_gib {PAIR}'] / tc:.2f}x CPU efficiency", flush=True)
             if "inproc" not in skip:
                 print("== streams (server in this process, agent in another)", flush=True)
                 from edgectl.tunnel.loop import run
@@ -526,6 +596,8 @@ if __name__ == "__main__":
             helper_source(int(rest[0]))
         elif name == "relay":
             helper_relay(int(rest[0]), rest[1] == "1")
+        elif name == "tls_relay":
+            helper_tls_relay(rest[0], int(rest[1]), rest[2], rest[3], rest[4], rest[5] == "1")
         elif name == "agents":
             helper_agents(rest[0], rest[1], int(rest[2]), rest[3])
         sys.exit(0)
