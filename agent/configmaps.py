@@ -1,10 +1,12 @@
-"""ConfigMaps and Secrets for container env, read through the agent's API client.
+"""ConfigMaps and Secrets for container env and volumes, read through the agent's API client.
 
 The PodManager asks for an object each time a container that references one
 starts (kubelet's "Get" strategy: no cache, so a retry after the object was
 created sees it). Nodes may read ConfigMaps; a Secret only while one of the
 node's pods references it (the server's NodeAuthorizer rule), so the agent
-asks as the node and a 403 is reported, not retried around.
+asks as the node and a 403 is reported, not retried around. Volumes use
+:meth:`ApiObjectData.get_files` (bytes, ``binaryData`` included); the
+PodManager re-reads them every ``volume_refresh_interval`` (10 s) for updates.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ class ApiObjectData:
         self.client = client
         self.kind = kind
 
-    async def get(self, namespace: str, name: str) -> Mapping[str, str] | None:
+    async def _object(self, namespace: str, name: str) -> dict | None:
         what = f"{self.kind.word} {namespace}/{name}"
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{self.kind.word}s/{quote(name, safe='')}"
         try:
@@ -35,7 +37,32 @@ class ApiObjectData:
             raise ConfigMapLookupError(f"reading {what}: {exc}") from None
         except ApiUnavailable as exc:
             raise ConfigMapLookupError(f"reading {what}: {exc}") from None
-        data = obj.get("data") if isinstance(obj, dict) else None
+        return obj if isinstance(obj, dict) else {}
+
+    async def get_files(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        """Volume contents (``volumes.ObjectFiles``): a ConfigMap's ``data``
+        (UTF-8) and ``binaryData``, or a Secret's ``data``, base64-decoded."""
+        what = f"{self.kind.word} {namespace}/{name}"
+        obj = await self._object(namespace, name)
+        if obj is None:
+            return None
+        encoded = {"binaryData"} if self.kind is not SECRET else {"data"}
+        files: dict[str, bytes] = {}
+        for section in ("data", "binaryData") if self.kind is not SECRET else ("data",):
+            values = obj.get(section)
+            for k, v in (values.items() if isinstance(values, dict) else ()):
+                if section in encoded:
+                    files.setdefault(str(k), _decode(what, str(k), v).encode("utf-8", "surrogateescape"))
+                else:
+                    files.setdefault(str(k), str(v).encode())
+        return files
+
+    async def get(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        what = f"{self.kind.word} {namespace}/{name}"
+        obj = await self._object(namespace, name)
+        if obj is None:
+            return None
+        data = obj.get("data")
         if not isinstance(data, dict):
             return {}
         if self.kind is not SECRET:

@@ -44,6 +44,10 @@ def status_events(old: Obj | None, new: Obj | None) -> list[EventSpec]:
     for name, cs in _statuses(new).items():
         prev = before.get(name) or {}
         state, prev_state = cs.get("state") or {}, prev.get("state") or {}
+        mount = (state.get("waiting") or {}).get("message") or ""
+        if (mount.startswith("MountVolume.") and mount != ((prev_state.get("waiting") or {}).get("message"))
+                and all(e.message != mount for e in out)):
+            out.append(EventSpec("Warning", "FailedMount", mount))  # the pod's, not one container's
         if "running" in state and (cs.get("containerID") != prev.get("containerID") or "running" not in prev_state):
             out.append(EventSpec("Normal", "Started", f"Started container {name}", name))
         waiting, prev_waiting = state.get("waiting") or {}, prev_state.get("waiting") or {}

@@ -17,7 +17,8 @@ Authorization is a fixed policy, not RBAC:
 
 Secrets follow upstream's NodeAuthorizer: a node may ``get`` (never list or
 watch) a Secret only while a pod bound to it in that namespace references it
-(env secretKeyRef, envFrom secretRef, secret volumes, imagePullSecrets). The
+(env secretKeyRef, envFrom secretRef, secret volumes, projected secret
+sources, imagePullSecrets). The
 API layer looks those pods up and passes them as ``pods``
 (:func:`node_may_get_secret` decides). The node-password hashes are Secrets
 too and stay denied to every node, referenced or not.
@@ -448,6 +449,11 @@ def pod_secret_names(pod: dict[str, Any]) -> set[str]:
     """Secrets a pod references (upstream's graph edges pod -> secret)."""
     spec = _spec(pod)
     names = _names(spec.get("imagePullSecrets"), "name") | _names(spec.get("volumes"), "secret", "secretName")
+    volumes = spec.get("volumes")
+    for vol in volumes if isinstance(volumes, list) else ():
+        projected = vol.get("projected") if isinstance(vol, dict) else None
+        if isinstance(projected, dict):  # upstream's graph also follows projected sources
+            names |= _names(projected.get("sources"), "secret", "name")
     for kind in ("containers", "initContainers", "ephemeralContainers"):
         containers = spec.get(kind)
         for c in containers if isinstance(containers, list) else ():

@@ -31,7 +31,7 @@ from edgectl import paths
 from edgectl.aio import wait_event
 from edgectl.log import fields
 
-from . import envsources, lifecycle, podfiles
+from . import atomicwriter, envsources, lifecycle, podfiles, volumes
 from .interface import (
     ContainerLogs, ContainerProcess, ContainerStartError, PodNetwork, Runtime, Sandbox, SandboxError,
 )
@@ -62,6 +62,9 @@ class PodRecord:
     term_deadline: float | None = None  # set when termination began
     term_killed: bool = False
     since: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # configMap/secret/downwardAPI/projected volumes: why they are not set up
+    # (kubelet's FailedMount message; not persisted, the next pass retries).
+    volume_error: str = ""
 
     @property
     def uid(self) -> str:
@@ -118,6 +121,7 @@ class PodManager:
         configmaps: envsources.ConfigMapSource | None = None,
         secrets: envsources.ConfigMapSource | None = None,
         orphan_grace_seconds: float | None = None,
+        volume_refresh_interval: float = 10.0,
     ) -> None:
         self.runtime = runtime
         self.data_dir = data_dir
@@ -134,6 +138,9 @@ class PodManager:
         self.secrets = secrets
         # Grace for pods that vanished from the API (None: their own grace period).
         self.orphan_grace_seconds = orphan_grace_seconds
+        # Running pods' configMap/secret/downwardAPI/projected files are
+        # re-read and rewritten (atomically, only when changed) this often.
+        self.volume_refresh_interval = volume_refresh_interval
         self._pods: dict[str, PodRecord] = {}
         self._desired: dict[str, tuple[dict[str, Any], PodSpec]] | None = None  # None until the first sync
         self._services: list[dict[str, Any]] = []
@@ -178,10 +185,14 @@ class PodManager:
     async def run(self) -> None:
         """Reconcile until cancelled or :meth:`close` is called."""
         await self.load()
-        while not self._closed:
-            await self.reconcile()
-            await wait_event(self._wake, self._next_wait())
-            self._wake.clear()
+        refresher = asyncio.create_task(self._refresh_volumes_loop())
+        try:
+            while not self._closed:
+                await self.reconcile()
+                await wait_event(self._wake, self._next_wait())
+                self._wake.clear()
+        finally:
+            refresher.cancel()
 
     async def close(self, *, stop_pods: bool = False) -> None:
         """Stop the loop; with ``stop_pods`` terminate every pod first (node drain)."""
@@ -362,6 +373,8 @@ class PodManager:
         if rec.sandbox is None:
             if now < rec.sandbox_not_before:
                 return
+            if not await self._set_up_volumes(rec):
+                return  # kubelet: no sandbox until every volume is mounted; retried every pass
             try:
                 rec.sandbox = await self.runtime.run_sandbox(spec)
                 rec.sandbox_error, rec.sandbox_level, rec.network_released = "", 0, False
@@ -399,6 +412,74 @@ class PodManager:
             lifecycle.record_start(c, handle)
             self._watch(handle.data.get("shim_pid", 0), handle.data.get("shim_start"))
         self._save(rec)
+
+    # ---- configMap, secret, downwardAPI and projected volumes ------------------------
+
+    async def _volume_payloads(self, rec: PodRecord, cache: dict[tuple[str, str, str], Any]
+                               ) -> dict[str, atomicwriter.Payload]:
+        """The files of each such volume, or VolumeError with kubelet's message."""
+        out: dict[str, atomicwriter.Payload] = {}
+        facts = envsources.PodFacts(allocatable=self.allocatable)
+        for vol in volumes.projections(rec.spec.volumes):
+            try:
+                proj = volumes.parse(vol)
+                objects = {}
+                for kind, name in proj.objects():
+                    key = (rec.spec.namespace, kind, name)
+                    if key not in cache:
+                        source = self.configmaps if kind == volumes.CONFIGMAP else self.secrets
+                        try:
+                            cache[key] = await volumes.fetch_files(source, rec.spec.namespace, name)
+                        except volumes.VolumeError as exc:
+                            cache[key] = exc
+                    if isinstance(cache[key], volumes.VolumeError):
+                        raise cache[key]
+                    objects[(kind, name)] = cache[key]
+                out[vol.name] = volumes.payload(proj, pod=rec.spec, objects=objects, facts=facts)
+            except volumes.VolumeError as exc:
+                raise volumes.VolumeError(f'MountVolume.SetUp failed for volume "{vol.name}" : {exc}') from None
+        return out
+
+    async def _set_up_volumes(self, rec: PodRecord, *, cache: dict[tuple[str, str, str], Any] | None = None,
+                              refresh: bool = False) -> bool:
+        """Write the pod's projected-kind volumes; False (and ``volume_error``) if one cannot be.
+        A refresh that fails keeps the files as they are, as kubelet does."""
+        write = getattr(self.runtime, "write_volume", None)
+        if write is None or not volumes.projections(rec.spec.volumes):
+            return True  # another runtime refuses the volume type itself at container start
+        try:
+            payloads = await self._volume_payloads(rec, {} if cache is None else cache)
+            if refresh and not self._refreshable(rec):
+                return False  # torn down while we were reading the API: write nothing
+            changed = [name for name, files in payloads.items() if write(rec.spec, name, files)]
+        except (volumes.VolumeError, OSError) as exc:
+            message = str(exc)
+            if message != rec.volume_error:  # once per message, not on every pass
+                log.warning("volume not refreshed, files kept" if refresh else "volume not set up",
+                            extra=fields(pod=rec.spec.key, error=message))
+            rec.volume_error = message  # shown in the status only while there is no sandbox
+            return False
+        if refresh and changed:
+            log.info("volume files updated", extra=fields(pod=rec.spec.key, volumes=",".join(changed)))
+        rec.volume_error = ""
+        return True
+
+    def _refreshable(self, rec: PodRecord) -> bool:
+        return (self._pods.get(rec.uid) is rec and rec.sandbox is not None and rec.term_deadline is None
+                and not rec.spec.deleting and any(c.running for c in rec.containers.values()))
+
+    async def _refresh_volumes_loop(self) -> None:
+        """Bring running pods' volume files up to date with their ConfigMaps,
+        Secrets and pod metadata. Objects are read once per round."""
+        while not self._closed:
+            await asyncio.sleep(self.volume_refresh_interval)
+            cache: dict[tuple[str, str, str], Any] = {}
+            for rec in list(self._pods.values()):
+                if self._refreshable(rec) and volumes.projections(rec.spec.volumes):
+                    try:
+                        await self._set_up_volumes(rec, cache=cache, refresh=True)
+                    except Exception:  # noqa: BLE001 - one bad pod must not stop the refresh
+                        log.exception("volume refresh failed", extra=fields(pod=rec.spec.key))
 
     async def _container_env(self, rec: PodRecord, container: ContainerSpec) -> dict[str, str]:
         """Resolve the environment now that the sandbox (and so the pod IP) exists."""
@@ -570,6 +651,13 @@ class PodManager:
         if since != rec.since:
             rec.since = since
             status = build()
+        if rec.sandbox is None and rec.volume_error:
+            # kubelet reports this as FailedMount events while the containers
+            # stay ContainerCreating; the message rides along for the event.
+            for cs in status.get("initContainerStatuses", []) + status["containerStatuses"]:
+                waiting = cs.get("state", {}).get("waiting")
+                if waiting is not None and waiting.get("reason") in ("ContainerCreating", "PodInitializing"):
+                    waiting["message"] = rec.volume_error
         return status
 
     def _publish(self, rec: PodRecord) -> None:

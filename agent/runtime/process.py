@@ -30,10 +30,11 @@ from typing import Any, Mapping
 from edgectl import paths
 from edgectl.log import fields
 
-from . import cni, podfiles
+from . import atomicwriter, cni, podfiles
 from .interface import ContainerExit, ContainerHandle, ContainerStartError, Sandbox, SandboxError
 from .shim import proc_start_ticks
 from .spec import ContainerSpec, PodSpec
+from .volumes import KINDS as PROJECTED_KINDS, VolumeError, validate_sub_path
 
 log = logging.getLogger(__name__)
 
@@ -271,23 +272,61 @@ class ProcessRuntime:
             if vol is None:
                 raise ContainerStartError(f"volumeMount {vm.name}: no such volume in the pod",
                                           reason="CreateContainerConfigError")
+            read_only = vm.read_only
             if vol.kind == "emptyDir":
                 source = self.pod_dir(pod.uid) / "volumes" / vol.name
             elif vol.kind == "hostPath":
                 source = Path(vol.host_path)
+            elif vol.kind in PROJECTED_KINDS:
+                # Written by the manager before the sandbox (write_volume); kubelet
+                # mounts these read-only whatever the mount says.
+                source, read_only = self.volume_dir(pod.uid, vol.name), True
+                if not (source / atomicwriter.DATA_DIR_LINK).is_symlink():
+                    raise ContainerStartError(f"volume {vol.name}: its files are not written yet",
+                                              reason="CreateContainerConfigError")
             else:
                 raise ContainerStartError(
                     f"volume {vol.name}: type {vol.kind} is not supported by the process runtime "
-                    "(supported: emptyDir, hostPath)", reason="CreateContainerConfigError")
+                    f"(supported: emptyDir, hostPath, {', '.join(PROJECTED_KINDS)})", reason="CreateContainerConfigError")
             if vm.sub_path:
-                source = source / vm.sub_path
-                source.mkdir(parents=True, exist_ok=True)
+                source = self._sub_path(source, vm.sub_path, mount=vm.name, create=vol.kind not in PROJECTED_KINDS)
             if not vm.mount_path.startswith("/"):
                 raise ContainerStartError(f"volumeMount {vm.name}: mountPath must be absolute",
                                           reason="CreateContainerConfigError")
             self._ensure_mount_point(pod.uid, Path(vm.mount_path), is_dir=source.is_dir())
-            mounts.append({"source": str(source), "target": vm.mount_path, "readOnly": vm.read_only})
+            mounts.append({"source": str(source), "target": vm.mount_path, "readOnly": read_only})
         return mounts
+
+    @staticmethod
+    def _sub_path(root: Path, sub_path: str, *, mount: str, create: bool) -> Path:
+        """``root/sub_path`` with symlinks resolved; it must stay inside ``root``
+        (a link planted in an emptyDir must not reach the host). emptyDir and
+        hostPath sub-paths are created; in the read-only kinds a missing one is
+        an error. The resolved path is what gets bound, so, as upstream, a
+        subPath mount of a configMap file does not see later updates."""
+        try:
+            validate_sub_path(sub_path)
+        except VolumeError as exc:
+            raise ContainerStartError(f"volumeMount {mount}: {exc}", reason="CreateContainerConfigError") from None
+        base = root.resolve()
+        real = (root / sub_path).resolve()
+        if real != base and base not in real.parents:
+            raise ContainerStartError(f"volumeMount {mount}: subPath {sub_path!r} resolves outside the volume",
+                                      reason="CreateContainerConfigError")
+        if create:
+            real.mkdir(parents=True, exist_ok=True)
+        elif not real.exists():
+            raise ContainerStartError(f"volumeMount {mount}: subPath {sub_path!r} does not exist in the volume",
+                                      reason="CreateContainerConfigError")
+        return real
+
+    def volume_dir(self, uid: str, name: str) -> Path:
+        return self.pod_dir(uid) / "volumes" / name
+
+    def write_volume(self, pod: PodSpec, name: str, payload: atomicwriter.Payload) -> bool:
+        """Make a configMap/secret/downwardAPI/projected volume hold ``payload``
+        (kubelet's atomic-writer layout; True if anything changed)."""
+        return atomicwriter.write(self.volume_dir(pod.uid, name), payload)
 
     def _ensure_mount_point(self, uid: str, target: Path, *, is_dir: bool) -> None:
         """Containers share the host filesystem, so a missing mountPath must be
@@ -328,6 +367,7 @@ class ProcessRuntime:
                 reason="CommandRequired")
         if container.unsupported:
             raise ContainerStartError("; ".join(container.unsupported), reason="CreateContainerConfigError")
+        mounts = self._mounts(pod, container)  # may refuse the container: before any dir exists
         cid = secrets.token_hex(16)
         self._prune_instances(pod.uid, container.name)
         cdir = self.pod_dir(pod.uid) / "containers" / cid
@@ -341,7 +381,7 @@ class ProcessRuntime:
             "workingDir": container.working_dir or "/",
             "hostname": self.hostname(pod),
             "netns": sandbox.netns_path,  # "" for hostNetwork: stay in the node's netns
-            "mounts": self._mounts(pod, container),
+            "mounts": mounts,
             "log": str(log_path),
             "log_max_bytes": self.config.log_max_bytes,
             "log_max_files": self.config.log_max_files,

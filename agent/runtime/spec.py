@@ -114,9 +114,11 @@ class ContainerSpec:
 @dataclass(frozen=True, kw_only=True)
 class VolumeSpec:
     name: str
-    kind: str  # "emptyDir" or "hostPath"; others are reported as unsupported
+    kind: str  # emptyDir, hostPath, or a projection kind (volumes.KINDS); others are unsupported
     host_path: str = ""
     medium: str = ""
+    # configMap/secret/downwardAPI/projected: the raw source, parsed by volumes.parse
+    source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,7 +275,9 @@ def _volume(doc: Mapping[str, Any]) -> VolumeSpec:
     if "hostPath" in doc:
         return VolumeSpec(name=name, kind="hostPath", host_path=str((doc["hostPath"] or {}).get("path", "")))
     kinds = [k for k in doc if k != "name"]
-    return VolumeSpec(name=name, kind=kinds[0] if kinds else "unknown")
+    kind = kinds[0] if kinds else "unknown"
+    source = doc.get(kind)
+    return VolumeSpec(name=name, kind=kind, source=source if isinstance(source, dict) else {})
 
 
 def parse_pod(doc: Mapping[str, Any]) -> PodSpec:
