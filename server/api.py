@@ -266,6 +266,8 @@ class ApiServer:
             raise status.method_not_allowed()
         if t.subresource in _STREAM_SUBRESOURCES:
             return t.subresource, await self._node_stream(req, t)
+        if t.subresource == "scale":
+            return await self._scale(req, t)
         if t.name is None:
             if m in ("GET", "HEAD"):
                 if t.watch_prefix or _bool_arg(req, "watch"):
@@ -567,10 +569,12 @@ class ApiServer:
                 raise status.bad_request("gracePeriodSeconds must be an integer") from None
         pre = opts.get("preconditions")
         dry = _dry_run(req) or bool(opts.get("dryRun"))
+        propagation = _propagation(req, opts)
         old = await self.registry.get(t.res, t.namespace, t.name)
         self._authorize_objects(t, None, old)
         obj, removed = await self.registry.delete(t.res, t.namespace, t.name, grace_period_seconds=grace,
-                                                  preconditions=pre if isinstance(pre, dict) else None, dry_run=dry)
+                                                  preconditions=pre if isinstance(pre, dict) else None, dry_run=dry,
+                                                  propagation=propagation)
         if removed and t.res.plural not in ("pods", "namespaces", "services", "nodes"):
             # Upstream answers a Status for kinds without graceful deletion.
             details = {"name": t.name, "kind": t.res.plural, "uid": obj["metadata"].get("uid", "")}
@@ -583,13 +587,16 @@ class ApiServer:
         listed = await self.registry.list(t.res, t.namespace, selection=self._selection(req, t))
         grace = _int_arg(req, "gracePeriodSeconds")
         dry = _dry_run(req)
+        opts = decode_body(req, what="DeleteOptions") if req.body else {}
+        propagation = _propagation(req, opts if isinstance(opts, dict) else {})
         items = []
         for obj in listed.items:
             meta = obj["metadata"]
             sub_t = Target(t.res, meta.get("namespace"), meta["name"], None, False)
             self._authorize_objects(sub_t, None, obj)
             try:
-                out, _ = await self.registry.delete(t.res, meta.get("namespace"), meta["name"], grace_period_seconds=grace, dry_run=dry)
+                out, _ = await self.registry.delete(t.res, meta.get("namespace"), meta["name"], grace_period_seconds=grace,
+                                                    dry_run=dry, propagation=propagation)
                 items.append(out)
             except ApiError as exc:
                 if exc.code != 404:
@@ -625,6 +632,64 @@ class ApiServer:
         await self.registry.guaranteed_update(t.res, t.namespace, t.name, mutate, subresource="binding", dry_run=_dry_run(req))
         return json_response(201, status.success())
 
+    # --- the scale subresource (autoscaling/v1 Scale) ------------------------------
+
+    async def _scale(self, req: Request, t: Target) -> tuple[str, Response]:
+        """GET/PUT/PATCH ``…/{deployments,replicasets}/NAME/scale``: a Scale view of
+        spec.replicas, which is what ``kubectl scale`` reads and writes."""
+        assert t.name is not None
+        m = req.method
+        if m in ("GET", "HEAD"):
+            obj = await self.registry.get(t.res, t.namespace, t.name)
+            self._authorize_objects(t, None, obj)
+            return "get", json_response(200, scale_of(obj))
+        if m == "PUT":
+            body = decode_body(req)
+            if not isinstance(body, dict):
+                raise status.bad_request("the body must be a Scale object")
+
+            def from_body(cur: Scale) -> Obj:
+                return body
+            verb, change = "update", from_body
+        elif m == "PATCH":
+            ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+            patch_type = PATCH_TYPES.get(ctype)
+            if patch_type is None or patch_type == "apply":
+                raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
+                                    f"{', '.join(k for k, v in PATCH_TYPES.items() if v != 'apply')}", "UnsupportedMediaType")
+            patch = decode_body(req, what="patch")
+
+            def from_patch(cur: Scale) -> Obj:
+                try:
+                    out = apply_patch("scale", patch_type, cur, patch)
+                except PatchError as exc:
+                    raise ApiError(422 if patch_type == "json" else 400, f"the patch could not be applied: {exc}",
+                                   "Invalid" if patch_type == "json" else "BadRequest") from None
+                if not isinstance(out, dict):
+                    raise status.bad_request("the patched Scale must be a JSON object")
+                return out
+            verb, change = "patch", from_patch
+        else:
+            raise status.method_not_allowed()
+
+        def mutate(cur: Obj) -> Obj:
+            new = change(scale_of(cur))
+            want_rv = (new.get("metadata") or {}).get("resourceVersion") if isinstance(new.get("metadata"), dict) else None
+            if want_rv and str(want_rv) != cur["metadata"].get("resourceVersion"):
+                raise status.conflict(t.res.plural, t.name or "", t.res.group)
+            replicas = (new.get("spec") or {}).get("replicas", 0) if isinstance(new.get("spec"), dict) else None
+            if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+                raise status.invalid("Scale", t.name or "", [status.Cause(
+                    "spec.replicas", f"Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0")],
+                    "autoscaling")
+            cur.setdefault("spec", {})["replicas"] = replicas
+            cur["metadata"].pop("resourceVersion", None)
+            self._authorize_objects(t, cur, None)
+            return cur
+
+        out = await self.registry.guaranteed_update(t.res, t.namespace, t.name, mutate, dry_run=_dry_run(req))
+        return verb, json_response(200, scale_of(out))
+
     # --- node streams (logs, exec, port-forward) ----------------------------------
 
     async def _node_stream(self, req: Request, t: Target) -> Response:
@@ -654,6 +719,44 @@ class ApiServer:
             raise ApiError(503, f'node tunnel not connected: cannot reach node "{node}" for nodes/proxy',
                            "ServiceUnavailable")
         return await self.node_proxy.node(req, node=node, target=target, port=port)
+
+
+Scale = Obj
+
+
+def scale_of(obj: Obj) -> Scale:
+    """The autoscaling/v1 Scale of a Deployment or ReplicaSet."""
+    meta = obj.get("metadata") or {}
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    selector = tables.format_label_selector(spec.get("selector"))
+    return {
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta},
+        "spec": {"replicas": int(spec.get("replicas", 1))},
+        "status": {"replicas": int(st.get("replicas") or 0), "selector": "" if selector == "<none>" else selector},
+    }
+
+
+_PROPAGATION = ("Foreground", "Background", "Orphan")
+
+
+def _propagation(req: Request, opts: Obj) -> str | None:
+    """DeleteOptions.propagationPolicy (body or query), or the legacy orphanDependents."""
+    policy = opts.get("propagationPolicy") or req.arg("propagationPolicy")
+    orphan = opts.get("orphanDependents")
+    if orphan is None and req.arg("orphanDependents") is not None:
+        orphan = _bool_arg(req, "orphanDependents")
+    if policy is not None and orphan is not None:
+        raise status.invalid("DeleteOptions", "", [status.Cause(
+            "propagationPolicy", "Invalid value: \"" + str(policy) + "\": orphanDependents and deletionPropagation "
+            "cannot be both set", "FieldValueInvalid")])
+    if policy is None:
+        return None if orphan is None else ("Orphan" if orphan else "Background")
+    if policy not in _PROPAGATION:
+        raise status.invalid("DeleteOptions", "", [status.Cause(
+            "propagationPolicy", f"Unsupported value: {json.dumps(policy)}: supported values: "
+            '"Foreground", "Background", "Orphan", "nil"', "FieldValueNotSupported")])
+    return str(policy)
 
 
 def _duplicate_keys(body: bytes) -> list[str]:

@@ -238,9 +238,63 @@ async def _allocate_node_port(registry: "Registry", res: Resource, obj: Obj) -> 
     raise status.ApiError(500, "no free node port", "InternalError")
 
 
+# Set on pods by admission, not in templates (upstream templates never show them).
+_POD_ONLY_DEFAULTS = ("tolerations", "serviceAccountName", "serviceAccount", "priority")
+
+
+def _pod_template(template: Any) -> None:
+    """A workload's ``spec.template``: the pod spec defaults, without status."""
+    if not isinstance(template, dict):
+        return
+    meta = template.setdefault("metadata", {})
+    spec = template.get("spec")
+    if not isinstance(spec, dict) or not isinstance(meta, dict):
+        return
+    had = set(spec)
+    _pod(template, template)  # old given: no status is added
+    for key in _POD_ONLY_DEFAULTS:
+        if key not in had:
+            spec.pop(key, None)
+    meta.pop("creationTimestamp", None)
+
+
+def _workload(kind: str, obj: Obj) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if kind != "daemonsets":
+        spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    if kind == "deployments":
+        spec.setdefault("progressDeadlineSeconds", 600)
+        strategy = spec.setdefault("strategy", {})
+        if isinstance(strategy, dict):
+            strategy.setdefault("type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                rolling = strategy.setdefault("rollingUpdate", {})
+                if isinstance(rolling, dict):
+                    rolling.setdefault("maxSurge", "25%")
+                    rolling.setdefault("maxUnavailable", "25%")
+    elif kind == "daemonsets":
+        strategy = spec.setdefault("updateStrategy", {})
+        if isinstance(strategy, dict):
+            strategy.setdefault("type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                rolling = strategy.setdefault("rollingUpdate", {})
+                if isinstance(rolling, dict):
+                    rolling.setdefault("maxUnavailable", 1)
+                    rolling.setdefault("maxSurge", 0)
+    else:
+        spec.pop("revisionHistoryLimit", None)  # ReplicaSets have none
+    _pod_template(spec.get("template"))
+    obj.setdefault("status", {})
+
+
 async def apply_defaults(registry: "Registry", res: Resource, obj: Obj, old: Obj | None) -> None:
     kind = res.plural
-    if kind == "pods":
+    if kind in ("deployments", "replicasets", "daemonsets"):
+        _workload(kind, obj)
+    elif kind == "pods":
         _pod(obj, old)
     elif kind == "namespaces":
         _namespace(obj, old)

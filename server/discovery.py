@@ -17,7 +17,7 @@ from typing import Any
 
 from edgectl import __version__
 
-from .resources import SUBRESOURCE_KIND, SUBRESOURCE_VERBS, Resource, ResourceTable
+from .resources import SUBRESOURCE_GROUP_VERSION, SUBRESOURCE_KIND, SUBRESOURCE_VERBS, Resource, ResourceTable
 
 KUBE_VERSION = (1, 31, 0)  # the API level we emulate; kubectl warns only beyond +-1 minor of skew
 
@@ -91,13 +91,16 @@ def resource_list(table: ResourceTable, group_version: str) -> dict[str, Any] | 
     for res in resources:
         out.append(_entry(res))
         for sub in res.subresources:
-            out.append({
+            entry = {
                 "name": f"{res.plural}/{sub}",
                 "singularName": "",
                 "namespaced": res.namespaced,
                 "kind": SUBRESOURCE_KIND.get(sub, res.kind),
                 "verbs": list(SUBRESOURCE_VERBS.get(sub, ("get",))),
-            })
+            }
+            if sub in SUBRESOURCE_GROUP_VERSION:
+                entry["group"], entry["version"] = SUBRESOURCE_GROUP_VERSION[sub]
+            out.append(entry)
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": out}
 
 

@@ -183,6 +183,9 @@ MERGE_KEYS: dict[str, dict[str, str]] = {
     "nodes": {**_COMMON, "status.conditions": "type", "status.addresses": "type", "spec.podCIDRs": ""},
     "services": {**_COMMON, "spec.ports": "port"},
     "namespaces": {**_COMMON, "status.conditions": "type"},
+    # apps/v1 workloads: the pod template's keys under spec.template.spec.
+    **{kind: {**_COMMON, **{f"spec.template.spec.{k}": v for k, v in _POD_SPEC.items()}, "status.conditions": "type"}
+       for kind in ("deployments", "replicasets", "daemonsets")},
 }
 # Fields tagged patchStrategy "retainKeys" (union types whose members are exclusive).
 RETAIN_KEYS = {"pods": {"spec.volumes[]"}}

@@ -1,7 +1,7 @@
 """Decode the Kubernetes protobuf request bodies that kubectl >= 1.32 sends.
 
 Typed client-go clients (``kubectl create namespace|configmap|secret|service|
-serviceaccount``) POST ``application/vnd.kubernetes.protobuf`` and do not fall
+serviceaccount|deployment``) POST ``application/vnd.kubernetes.protobuf`` and do not fall
 back to JSON on 415. We answer in JSON (clients read the response type), so
 only decoding is needed, and only for the kinds those commands create.
 
@@ -50,7 +50,35 @@ SERVICE_SPEC: Spec = {
     19: ("ipFamilies", "str*"), 17: ("ipFamilyPolicy", "str"), 20: ("allocateLoadBalancerNodePorts", "bool"),
     21: ("loadBalancerClass", "str"), 22: ("internalTrafficPolicy", "str"), 23: ("trafficDistribution", "str"),
 }
+# apps/v1 workloads (``kubectl create deployment`` sends one). The pod spec
+# covers what kubectl's generators and common manifests set; other fields are
+# skipped like any unknown field number.
+LABEL_SELECTOR: Spec = {1: ("matchLabels", "map_str"),
+                        2: ("matchExpressions", "msg*", {1: ("key", "str"), 2: ("operator", "str"), 3: ("values", "str*")})}
+CONTAINER: Spec = {
+    1: ("name", "str"), 2: ("image", "str"), 3: ("command", "str*"), 4: ("args", "str*"), 5: ("workingDir", "str"),
+    6: ("ports", "msg*", {1: ("name", "str"), 2: ("hostPort", "int"), 3: ("containerPort", "int"), 4: ("protocol", "str"),
+                          5: ("hostIP", "str")}),
+    7: ("env", "msg*", {1: ("name", "str"), 2: ("value", "str")}), 13: ("terminationMessagePath", "str"),
+    14: ("imagePullPolicy", "str"), 20: ("terminationMessagePolicy", "str"), 16: ("stdin", "bool"), 18: ("tty", "bool"),
+}
+POD_SPEC: Spec = {
+    2: ("containers", "msg*", CONTAINER), 20: ("initContainers", "msg*", CONTAINER), 3: ("restartPolicy", "str"),
+    4: ("terminationGracePeriodSeconds", "int"), 6: ("dnsPolicy", "str"), 7: ("nodeSelector", "map_str"),
+    8: ("serviceAccountName", "str"), 10: ("nodeName", "str"), 11: ("hostNetwork", "bool"), 16: ("hostname", "str"),
+    17: ("subdomain", "str"), 19: ("schedulerName", "str"),
+    22: ("tolerations", "msg*", {1: ("key", "str"), 2: ("operator", "str"), 3: ("value", "str"), 4: ("effect", "str"),
+                                 5: ("tolerationSeconds", "int")}),
+    24: ("priorityClassName", "str"),
+}
+POD_TEMPLATE: Spec = {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", POD_SPEC)}
+ROLLING: Spec = {1: ("maxUnavailable", "intstr"), 2: ("maxSurge", "intstr")}
 KINDS: dict[str, Spec] = {
+    "Deployment": {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {
+        1: ("replicas", "int"), 2: ("selector", "msg", LABEL_SELECTOR), 3: ("template", "msg", POD_TEMPLATE),
+        4: ("strategy", "msg", {1: ("type", "str"), 2: ("rollingUpdate", "msg", ROLLING)}), 5: ("minReadySeconds", "int"),
+        6: ("revisionHistoryLimit", "int"), 7: ("paused", "bool"), 9: ("progressDeadlineSeconds", "int")}),
+        3: ("status", "msg", {})},
     "Namespace": {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {1: ("finalizers", "str*")}),
                   3: ("status", "msg", {1: ("phase", "str")})},
     "ConfigMap": {1: ("metadata", "msg", OBJECT_META), 4: ("immutable", "bool"), 2: ("data", "map_str"),
@@ -182,8 +210,15 @@ def _decode_object(body: bytes) -> dict[str, Any]:
         raise ProtobufError(f"protobuf bodies of kind {kind or '<none>'!r} are not supported; send JSON")
     if envelope.get("contentEncoding"):
         raise ProtobufError("compressed protobuf bodies are not supported")
-    obj = _omit_empty(decode_message(envelope.get("raw", b""), spec))
+    decoded = decode_message(envelope.get("raw", b""), spec)
+    replicas = (decoded.get("spec") or {}).get("replicas")  # a pointer: an explicit 0 is meant
+    obj = _omit_empty(decoded)
+    if replicas is not None:
+        obj.setdefault("spec", {})["replicas"] = replicas
     obj.get("metadata", {}).pop("creationTimestamp", None)  # always on the wire, zero when unset
+    template_meta = (obj.get("spec") or {}).get("template", {}).get("metadata")
+    if isinstance(template_meta, dict):
+        template_meta.pop("creationTimestamp", None)
     return {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind, **obj}
 
 

@@ -55,6 +55,10 @@ WATCH_SLOW_SECONDS = 5.0
 
 
 MAX_GRACE_SECONDS = 2**31 - 1
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
+# DeleteOptions.propagationPolicy -> the finalizer that makes the collector act first.
+GC_FINALIZERS = {"Orphan": ORPHAN_FINALIZER, "Foreground": FOREGROUND_FINALIZER}
 
 
 def now_rfc3339(now: dt.datetime | None = None) -> str:
@@ -512,14 +516,26 @@ class Registry:
         grace_period_seconds: int | None = None,
         preconditions: dict[str, Any] | None = None,
         dry_run: bool = False,
+        propagation: str | None = None,
     ) -> tuple[Obj, bool]:
         """Returns (object, removed). ``removed`` is False when deletion is now
-        pending (finalizers, graceful pod termination, namespace cascade)."""
+        pending (finalizers, graceful pod termination, namespace cascade).
+
+        ``propagation`` Orphan or Foreground adds the garbage collector's
+        finalizer (``orphan`` / ``foregroundDeletion``), which holds the object
+        until controllers/garbagecollector.py has orphaned or deleted its
+        dependents; Background (the default) removes it now and the collector
+        deletes the dependents afterwards."""
+        gc_finalizer = GC_FINALIZERS.get(propagation or "")
         for _ in range(_RETRIES):
             kv = await self._get_kv(res, namespace, name)
             obj = decode(kv)
             meta = obj["metadata"]
             self._check_preconditions(res, name, meta, preconditions)
+            if gc_finalizer and res.plural not in ("pods", "namespaces") and not meta.get("deletionTimestamp"):
+                # Pods own nothing here; their finalizer would only race the kubelet's final delete.
+                fins = [f for f in meta.get("finalizers") or [] if f not in GC_FINALIZERS.values()]
+                meta["finalizers"] = [*fins, gc_finalizer]
             try:
                 if res.plural == "namespaces":
                     return await self._delete_namespace(obj, kv, dry_run)

@@ -72,6 +72,12 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("serviceaccounts", "serviceaccount", "ServiceAccount", "", "v1", True, ("sa",)),
     Resource("leases", "lease", "Lease", "coordination.k8s.io", "v1", True),
     Resource("networkpolicies", "networkpolicy", "NetworkPolicy", "networking.k8s.io", "v1", True, ("netpol",)),
+    # Workloads: run by the controllers in controllers/{deployment,replicaset,daemonset}.py.
+    Resource("deployments", "deployment", "Deployment", "apps", "v1", True, ("deploy",), ("status", "scale"),
+             categories=("all",)),
+    Resource("replicasets", "replicaset", "ReplicaSet", "apps", "v1", True, ("rs",), ("status", "scale"),
+             categories=("all",)),
+    Resource("daemonsets", "daemonset", "DaemonSet", "apps", "v1", True, ("ds",), ("status",), categories=("all",)),
     # Not stored: answered from the authorizer (``kubectl auth can-i``).
     Resource("selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", "authorization.k8s.io",
              "v1", False, verbs=("create",)),
@@ -89,8 +95,12 @@ SUBRESOURCE_VERBS: dict[str, tuple[str, ...]] = {
     "proxy": ("create", "delete", "get", "patch", "update"),
     "eviction": ("create",),
     "finalize": ("update",),
+    "scale": ("get", "patch", "update"),
 }
-SUBRESOURCE_KIND: dict[str, str] = {"binding": "Binding", "eviction": "Eviction"}
+SUBRESOURCE_KIND: dict[str, str] = {"binding": "Binding", "eviction": "Eviction", "scale": "Scale"}
+# Subresources served in another group-version; kubectl's scale client reads
+# this from discovery and would otherwise expect an apps/v1 Scale.
+SUBRESOURCE_GROUP_VERSION: dict[str, tuple[str, str]] = {"scale": ("autoscaling", "v1")}
 
 
 class ResourceTable:

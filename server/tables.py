@@ -332,7 +332,74 @@ _EVENT_COLS: list[Column] = [
 ]
 
 
+# --- workloads (apps/v1) ------------------------------------------------------------
+
+
+def _template_cells(obj: Obj) -> tuple[str, str]:
+    """CONTAINERS and IMAGES: the template's container names and images, comma-joined."""
+    containers = ((((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [])
+    return (",".join(str(c.get("name", "")) for c in containers if isinstance(c, dict)),
+            ",".join(str(c.get("image", "")) for c in containers if isinstance(c, dict)))
+
+
+def _deploy_row(obj: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    names, images = _template_cells(obj)
+    return [_name(obj), f"{int(st.get('readyReplicas') or 0)}/{int(spec.get('replicas', 1))}",
+            int(st.get("updatedReplicas") or 0), int(st.get("availableReplicas") or 0), age(obj, now),
+            names, images, format_label_selector(spec.get("selector"))]
+
+
+def _rs_row(obj: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    names, images = _template_cells(obj)
+    return [_name(obj), int(spec.get("replicas", 1)), int(st.get("replicas") or 0), int(st.get("readyReplicas") or 0),
+            age(obj, now), names, images, format_label_selector(spec.get("selector"))]
+
+
+def _ds_row(obj: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    names, images = _template_cells(obj)
+    node_sel = (((spec.get("template") or {}).get("spec") or {}).get("nodeSelector") or {})
+    return [_name(obj)] + [int(st.get(k) or 0) for k in (
+        "desiredNumberScheduled", "currentNumberScheduled", "numberReady", "updatedNumberScheduled", "numberAvailable")] + [
+        ",".join(f"{k}={v}" for k, v in sorted(node_sel.items())) or "<none>", age(obj, now),
+        names, images, format_label_selector(spec.get("selector"))]
+
+
+_WORKLOAD_WIDE: list[Column] = [
+    _col("Containers", 1, desc="Names of each container in the template."),
+    _col("Images", 1, desc="Images referenced by each container in the template."),
+    _col("Selector", 1, desc="Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."),
+]
+_DEPLOY_COLS: list[Column] = [
+    _name_col(), _col("Ready", desc="Number of the pod with ready state"),
+    _col("Up-to-date", typ="integer", desc="Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
+    _col("Available", typ="integer", desc="Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+    _age_col(), *_WORKLOAD_WIDE,
+]
+_RS_COLS: list[Column] = [
+    _name_col(), _col("Desired", typ="integer", desc="Replicas is the number of desired replicas."),
+    _col("Current", typ="integer", desc="Replicas is the most recently observed number of replicas."),
+    _col("Ready", typ="integer", desc="The number of ready replicas for this replica set."),
+    _age_col(), *_WORKLOAD_WIDE,
+]
+_DS_COLS: list[Column] = [
+    _name_col(),
+    _col("Desired", typ="integer", desc="The total number of nodes that should be running the daemon pod."),
+    _col("Current", typ="integer", desc="The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
+    _col("Ready", typ="integer", desc="numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition."),
+    _col("Up-to-date", typ="integer", desc="The total number of nodes that are running updated daemon pod"),
+    _col("Available", typ="integer", desc="The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
+    _col("Node Selector", desc="NodeSelector is a selector which must be true for the pod to fit on a node."),
+    _age_col(), *_WORKLOAD_WIDE,
+]
+
+
 PRINTERS: dict[str, Printer] = {
+    "deployments": (_DEPLOY_COLS, _deploy_row),
+    "replicasets": (_RS_COLS, _rs_row),
+    "daemonsets": (_DS_COLS, _ds_row),
     "pods": (_POD_COLS, _pod_row),
     "nodes": (_NODE_COLS, _node_row),
     "namespaces": ([_name_col(), _col("Status", desc="The status of the namespace"), _age_col()], _ns_row),

@@ -682,7 +682,157 @@ def validate_lease(obj: Obj, old: Obj | None) -> list[Cause]:
     return []
 
 
+# --- Deployment, ReplicaSet, DaemonSet ----------------------------------------------
+
+_PERCENT = re.compile(r"^[0-9]+%$")
+
+
+def _int_or_percent(path: str, value: Any) -> list[Cause]:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return [invalid(path, value, "must be an integer or percentage (e.g '5%')")]
+    if isinstance(value, str):
+        if not _PERCENT.match(value):
+            return [invalid(path, value, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")]
+        if int(value[:-1]) > 100:
+            return [invalid(path, value, "must not be greater than 100%")]
+    elif value < 0:
+        return [invalid(path, value, "must be greater than or equal to 0")]
+    return []
+
+
+def _is_zero(value: Any) -> bool:
+    return value in (0, "0%")
+
+
+def _non_negative(path: str, value: Any) -> list[Cause]:
+    if value is None:
+        return []
+    if isinstance(value, bool) or not isinstance(value, int):
+        return [_type_error(path, value, "an integer")]
+    if value < 0:
+        return [invalid(path, value, "must be greater than or equal to 0")]
+    return []
+
+
+def _selector_matches(sel: Obj, labels: Obj) -> bool:
+    from .selectors import SelectorError, from_structured
+
+    try:
+        return from_structured(sel).matches({str(k): str(v) for k, v in labels.items()})
+    except SelectorError:
+        return True  # the selector itself is reported as invalid
+
+
+def _template(path: str, template: Any, selector: Any) -> list[Cause]:
+    if not isinstance(template, dict):
+        return [required(path)] if template is None else [_type_error(path, template, "an object")]
+    meta = template.get("metadata") or {}
+    if not isinstance(meta, dict):
+        return [_type_error(f"{path}.metadata", meta, "an object")]
+    labels = meta.get("labels") or {}
+    out = validate_labels(f"{path}.metadata.labels", labels)
+    out += validate_annotations(f"{path}.metadata.annotations", meta.get("annotations"))
+    if isinstance(selector, dict) and isinstance(labels, dict) and not out and not _selector_matches(selector, labels):
+        shown = "map[" + " ".join(f"{k}:{v}" for k, v in sorted(labels.items())) + "]"
+        out.append(Cause(f"{path}.metadata.labels", f"Invalid value: {shown}: `selector` does not match template `labels`",
+                         "FieldValueInvalid"))
+    # The pod checks, with their paths moved under the template.
+    out += [Cause(f"{path}.{c.field}", c.message, c.type)
+            for c in validate_pod({"spec": template.get("spec")}, None)]
+    policy = (template.get("spec") or {}).get("restartPolicy") if isinstance(template.get("spec"), dict) else None
+    if policy is not None and policy != "Always":
+        out.append(unsupported(f"{path}.spec.restartPolicy", policy, ("Always",)))
+    return out
+
+
+def _workload(kind: str, obj: Obj, old: Obj | None) -> list[Cause]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [required("spec")] if spec is None else [_type_error("spec", spec, "an object")]
+    out: list[Cause] = []
+    sel = spec.get("selector")
+    if sel is None:
+        out.append(required("spec.selector"))
+    elif not isinstance(sel, dict):
+        out.append(_type_error("spec.selector", sel, "an object"))
+    else:
+        out += validate_label_selector("spec.selector", sel)
+        if not sel.get("matchLabels") and not sel.get("matchExpressions"):
+            out.append(invalid("spec.selector", sel, f"empty selector is invalid for {kind[:-1]}"))
+    out += _template("spec.template", spec.get("template"), sel if isinstance(sel, dict) else None)
+    if kind != "daemonsets":
+        out += _non_negative("spec.replicas", spec.get("replicas"))
+    out += _non_negative("spec.minReadySeconds", spec.get("minReadySeconds"))
+    out += _non_negative("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"))
+    if kind == "deployments":
+        out += _deployment_strategy(spec)
+        deadline = spec.get("progressDeadlineSeconds")
+        if deadline is not None and isinstance(deadline, int) and isinstance(spec.get("minReadySeconds"), int) \
+                and deadline <= spec["minReadySeconds"]:
+            out.append(invalid("spec.progressDeadlineSeconds", deadline, "must be greater than minReadySeconds"))
+    elif kind == "daemonsets":
+        out += _daemonset_strategy(spec)
+    old_sel = ((old or {}).get("spec") or {}).get("selector")
+    if old is not None and old_sel is not None and sel != old_sel:
+        out.append(invalid("spec.selector", sel, "field is immutable"))
+    return out
+
+
+def _deployment_strategy(spec: Obj) -> list[Cause]:
+    strategy = spec.get("strategy") or {}
+    if not isinstance(strategy, dict):
+        return [_type_error("spec.strategy", strategy, "an object")]
+    kind = strategy.get("type")
+    if kind not in ("Recreate", "RollingUpdate"):
+        return [unsupported("spec.strategy.type", kind, ("Recreate", "RollingUpdate"))]
+    rolling = strategy.get("rollingUpdate")
+    if kind == "Recreate":
+        return [forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'")] \
+            if rolling is not None else []
+    if not isinstance(rolling, dict):
+        return [] if rolling is None else [_type_error("spec.strategy.rollingUpdate", rolling, "an object")]
+    out = _int_or_percent("spec.strategy.rollingUpdate.maxSurge", rolling.get("maxSurge", 0))
+    out += _int_or_percent("spec.strategy.rollingUpdate.maxUnavailable", rolling.get("maxUnavailable", 0))
+    if not out and _is_zero(rolling.get("maxSurge", 0)) and _is_zero(rolling.get("maxUnavailable", 0)):
+        out.append(invalid("spec.strategy.rollingUpdate.maxUnavailable", rolling.get("maxUnavailable", 0),
+                           "may not be 0 when `maxSurge` is 0"))
+    return out
+
+
+def _daemonset_strategy(spec: Obj) -> list[Cause]:
+    strategy = spec.get("updateStrategy") or {}
+    if not isinstance(strategy, dict):
+        return [_type_error("spec.updateStrategy", strategy, "an object")]
+    kind = strategy.get("type")
+    if kind not in ("OnDelete", "RollingUpdate"):
+        return [unsupported("spec.updateStrategy.type", kind, ("OnDelete", "RollingUpdate"))]
+    rolling = strategy.get("rollingUpdate")
+    if kind != "RollingUpdate" or not isinstance(rolling, dict):
+        return []
+    out = _int_or_percent("spec.updateStrategy.rollingUpdate.maxUnavailable", rolling.get("maxUnavailable", 1))
+    out += _int_or_percent("spec.updateStrategy.rollingUpdate.maxSurge", rolling.get("maxSurge", 0))
+    if not out and _is_zero(rolling.get("maxSurge", 0)) and _is_zero(rolling.get("maxUnavailable", 1)):
+        out.append(invalid("spec.updateStrategy.rollingUpdate.maxUnavailable", rolling.get("maxUnavailable"),
+                           "may not be 0 when `maxSurge` is 0"))
+    return out
+
+
+def validate_deployment(obj: Obj, old: Obj | None) -> list[Cause]:
+    return _workload("deployments", obj, old)
+
+
+def validate_replicaset(obj: Obj, old: Obj | None) -> list[Cause]:
+    return _workload("replicasets", obj, old)
+
+
+def validate_daemonset(obj: Obj, old: Obj | None) -> list[Cause]:
+    return _workload("daemonsets", obj, old)
+
+
 _BY_KIND: dict[str, Callable[[Obj, Obj | None], list[Cause]]] = {
+    "deployments": validate_deployment,
+    "replicasets": validate_replicaset,
+    "daemonsets": validate_daemonset,
     "networkpolicies": validate_networkpolicy,
     "pods": validate_pod,
     "services": validate_service,

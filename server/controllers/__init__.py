@@ -1,5 +1,6 @@
-"""Small in-process controllers: node IPAM, node lifecycle, scheduler, and the
-``default/kubernetes`` Service. Each is one module with pure decision
+"""Small in-process controllers: node IPAM, node lifecycle, scheduler, the
+``default/kubernetes`` Service, the apps/v1 workloads (ReplicaSet, Deployment,
+DaemonSet) and the garbage collector. Each is one module with pure decision
 functions and a ``reconcile()`` run by ``loop.run_loop`` (watch + resync)."""
 from __future__ import annotations
 
@@ -38,7 +39,11 @@ def start_all(
 ) -> Controllers:
     """Start every controller as a task on the running loop."""
     from .apiservice import KubernetesService
+    from .daemonset import DaemonSetController
+    from .deployment import DeploymentController
+    from .garbagecollector import GarbageCollector
     from .ipam import NodeIPAM
+    from .replicaset import ReplicaSetController
     from .lifecycle import NodeLifecycle
     from .scheduler import Scheduler
 
@@ -48,5 +53,9 @@ def start_all(
         "scheduler": Scheduler(registry).run(resync=resync),
         "kubernetes-service": KubernetesService(registry, server_addresses=server_addresses, https_port=https_port,
                                                 service_cidr=service_cidr).run(resync=resync),
+        "replicaset": ReplicaSetController(registry).run(resync=resync),
+        "deployment": DeploymentController(registry).run(resync=resync),
+        "daemonset": DaemonSetController(registry).run(resync=resync),
+        "garbage-collector": GarbageCollector(registry).run(resync=resync),
     }
     return Controllers([asyncio.create_task(coro, name=f"controller-{name}") for name, coro in runners.items()])

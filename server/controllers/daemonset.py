@@ -1,0 +1,252 @@
+"""DaemonSet controller: one pod per eligible node.
+
+A node is eligible when its labels match the template's ``nodeSelector`` and
+the pod tolerates every NoSchedule/NoExecute taint, counting the tolerations
+upstream adds to every daemon pod (``DAEMON_TOLERATIONS``: not-ready and
+unreachable NoExecute, the pressure and unschedulable NoSchedule taints). A
+pod already on a node keeps running while only NoSchedule taints are
+untolerated (``placement``). Pods are created with ``spec.nodeName`` set, so
+they bypass the scheduler, as daemon pods may.
+
+Pods carry ``controller-revision-hash`` (a hash of the template). With the
+RollingUpdate strategy, pods of an older hash are deleted, unavailable ones
+first, while at most ``maxUnavailable`` nodes are without an available pod;
+the node then gets a pod of the current template. OnDelete replaces nothing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgectl.log import fields
+
+from ..registry import Registry
+from ..status import ApiError
+from .loop import run_loop
+from .scheduler import selector_matches, tolerates
+from .workloads import (
+    available_in, by_namespace, claim, int_or_percent, is_active, is_ready, meta, parse_time, pod_from_template,
+    selector_of, template_hash,
+)
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+HASH_LABEL = "controller-revision-hash"
+GENERATION_LABEL = "pod-template-generation"
+DAEMON_TOLERATIONS: tuple[Obj, ...] = (
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/pid-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"},
+)
+NETWORK_UNAVAILABLE = {"key": "node.kubernetes.io/network-unavailable", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def daemon_tolerations(pod_spec: Obj) -> list[Obj]:
+    """The template's tolerations plus upstream's daemon ones (not duplicated)."""
+    own = [t for t in pod_spec.get("tolerations") or [] if isinstance(t, dict)]
+    extra = list(DAEMON_TOLERATIONS) + ([NETWORK_UNAVAILABLE] if pod_spec.get("hostNetwork") else [])
+    keys = {(t.get("key"), t.get("effect")) for t in own}
+    return own + [dict(t) for t in extra if (t["key"], t["effect"]) not in keys]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    should_run: bool  # a new daemon pod may be placed here
+    should_continue: bool  # an existing one may stay
+
+
+def placement(pod_spec: Obj, node: Obj) -> Placement:
+    if meta(node).get("deletionTimestamp") or not selector_matches({"spec": pod_spec}, node):
+        return Placement(False, False)
+    tolerations = daemon_tolerations(pod_spec)
+    run = keep = True
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if not isinstance(taint, dict) or taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue
+        if tolerates(tolerations, taint):
+            continue
+        run = False
+        if taint.get("effect") == "NoExecute":
+            keep = False
+    return Placement(run, keep)
+
+
+def max_unavailable(ds: Obj, desired: int) -> int:
+    rolling = (((ds.get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {})
+    value = int_or_percent(rolling.get("maxUnavailable", 1), desired, round_up=True)
+    return max(value, 1) if not int_or_percent(rolling.get("maxSurge", 0), desired, round_up=True) else value
+
+
+class DaemonSetController:
+    def __init__(self, registry: Registry, *, clock: Callable[[], float] = time.time) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.ds = registry.resource("daemonsets", "apps")
+        self.pods = registry.resource("pods")
+        self.nodes = registry.resource("nodes")
+
+    async def reconcile(self) -> float | None:
+        dss = (await self.registry.list(self.ds)).items
+        if not dss:
+            return None
+        nodes = (await self.registry.list(self.nodes)).items
+        pods = by_namespace((await self.registry.list(self.pods)).items)
+        wait: float | None = None
+        for ds in dss:
+            try:
+                again = await self.sync(ds, nodes, pods.get(meta(ds)["namespace"], []))
+            except ApiError as exc:
+                if exc.code == 404:
+                    continue
+                raise
+            if again is not None:
+                wait = again if wait is None else min(wait, again)
+        return wait
+
+    async def sync(self, ds: Obj, nodes: list[Obj], ns_pods: list[Obj]) -> float | None:
+        ns, name = meta(ds)["namespace"], meta(ds)["name"]
+        owned = await claim(self.registry, self.pods, ds, self.ds, ns_pods, selector_of(ds))
+        if meta(ds).get("deletionTimestamp"):
+            return None
+        spec = ds.get("spec") or {}
+        template = spec.get("template") or {}
+        pod_spec = template.get("spec") or {}
+        current = template_hash(template)
+        min_ready = int(spec.get("minReadySeconds") or 0)
+        now = self.clock()
+        on_node: dict[str, list[Obj]] = {}
+        for pod in owned:
+            node = (pod.get("spec") or {}).get("nodeName") or ""
+            on_node.setdefault(node, []).append(pod)
+        to_create: list[str] = []
+        to_delete: list[Obj] = []
+        desired_nodes: list[str] = []
+        for node in nodes:
+            nname = meta(node)["name"]
+            place = placement(pod_spec, node)
+            pods = on_node.pop(nname, [])
+            failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed" and not meta(p).get("deletionTimestamp")]
+            running = [p for p in pods if is_active(p)]
+            to_delete += failed
+            if place.should_run or (place.should_continue and running):
+                desired_nodes.append(nname)
+            if not place.should_continue:
+                to_delete += running
+            elif not running and place.should_run:
+                to_create.append(nname)
+            elif len(running) > 1:  # keep the oldest
+                running.sort(key=lambda p: parse_time(meta(p).get("creationTimestamp")) or 0.0)
+                to_delete += running[1:]
+        for pods in on_node.values():  # pods on nodes that no longer exist (or none at all)
+            to_delete += [p for p in pods if is_active(p)]
+        strategy = (spec.get("updateStrategy") or {}).get("type", "RollingUpdate")
+        if strategy == "RollingUpdate":
+            to_delete += self._rolling(ds, desired_nodes, owned, current, min_ready, now, to_delete)
+        for node_name in to_create:
+            pod = pod_from_template(ds, self.ds, template, extra_labels={
+                HASH_LABEL: current, GENERATION_LABEL: str(meta(ds).get("generation", 1))})
+            pod["spec"]["nodeName"] = node_name
+            pod["spec"]["tolerations"] = daemon_tolerations(pod["spec"])
+            created = await self.registry.create(self.pods, pod, namespace=ns)
+            owned.append(created)
+            log.info("daemonset created pod", extra=fields(daemonset=f"{ns}/{name}", node=node_name, pod=meta(created)["name"]))
+        gone: set[str] = set()
+        for pod in to_delete:
+            if meta(pod)["name"] in gone:
+                continue
+            gone.add(meta(pod)["name"])
+            try:
+                await self.registry.delete(self.pods, ns, meta(pod)["name"])
+                log.info("daemonset deleted pod", extra=fields(daemonset=f"{ns}/{name}", pod=meta(pod)["name"]))
+            except ApiError as exc:
+                if exc.code != 404:
+                    raise
+        remaining = [p for p in owned if meta(p)["name"] not in gone and is_active(p)]
+        return await self._sync_status(ds, desired_nodes, remaining, current, min_ready, now)
+
+    def _rolling(self, ds: Obj, desired_nodes: list[str], owned: list[Obj], current: str, min_ready: int,
+                 now: float, already: list[Obj]) -> list[Obj]:
+        """Old-template pods to delete this pass (upstream rollingUpdate with maxSurge 0)."""
+        doomed = {meta(p)["name"] for p in already}
+        by_node = {n: [p for p in owned if (p.get("spec") or {}).get("nodeName") == n and is_active(p)
+                       and meta(p)["name"] not in doomed] for n in desired_nodes}
+        budget = max_unavailable(ds, len(desired_nodes))
+        unavailable = sum(1 for pods in by_node.values() if not any(is_available_pod(p, min_ready, now) for p in pods))
+        out: list[Obj] = []
+        candidates = []
+        for pods in by_node.values():
+            for pod in pods:
+                if (meta(pod).get("labels") or {}).get(HASH_LABEL) == current:
+                    continue
+                if not is_available_pod(pod, min_ready, now):
+                    out.append(pod)  # not serving anyway: replace at once
+                else:
+                    candidates.append(pod)
+        for pod in sorted(candidates, key=lambda p: (p.get("spec") or {}).get("nodeName") or ""):
+            if unavailable >= budget:
+                break
+            out.append(pod)
+            unavailable += 1
+        return out
+
+    async def _sync_status(self, ds: Obj, desired_nodes: list[str], pods: list[Obj], current: str, min_ready: int,
+                           now: float) -> float | None:
+        ns, name = meta(ds)["namespace"], meta(ds)["name"]
+        want = set(desired_nodes)
+        scheduled = ready = available = updated = 0
+        misscheduled = 0
+        wait: float | None = None
+        seen: set[str] = set()
+        for pod in sorted(pods, key=lambda p: parse_time(meta(p).get("creationTimestamp")) or 0.0):
+            node = (pod.get("spec") or {}).get("nodeName") or ""
+            if node not in want:
+                misscheduled += node not in seen
+                seen.add(node)
+                continue
+            if node in seen:
+                continue
+            seen.add(node)
+            scheduled += 1
+            if (meta(pod).get("labels") or {}).get(HASH_LABEL) == current:
+                updated += 1
+            if is_ready(pod):
+                ready += 1
+                left = available_in(pod, min_ready, now)
+                if left == 0.0:
+                    available += 1
+                elif left is not None:
+                    wait = left if wait is None else min(wait, left)
+        status: Obj = {
+            "currentNumberScheduled": scheduled, "numberMisscheduled": misscheduled,
+            "desiredNumberScheduled": len(want), "numberReady": ready,
+            "observedGeneration": meta(ds).get("generation", 1), "updatedNumberScheduled": updated,
+            "numberAvailable": available, "numberUnavailable": len(want) - available,
+        }
+        status = {k: v for k, v in status.items() if v or k in ("currentNumberScheduled", "numberMisscheduled",
+                                                               "desiredNumberScheduled", "numberReady")}
+
+        def mutate(cur: Obj) -> Obj | None:
+            keep = {k: v for k, v in (cur.get("status") or {}).items() if k in ("conditions", "collisionCount")}
+            new = {**status, **keep}
+            if new == cur.get("status"):
+                return None
+            cur["status"] = new
+            return cur
+
+        await self.registry.guaranteed_update(self.ds, ns, name, mutate, subresource="status")
+        return wait
+
+    async def run(self, *, resync: float = 30.0) -> None:
+        await run_loop("daemonset", self.registry, [(self.ds, None), (self.pods, None), (self.nodes, None)],
+                       self.reconcile, resync=resync)
+
+
+def is_available_pod(pod: Obj, min_ready: int, now: float) -> bool:
+    return available_in(pod, min_ready, now) == 0.0

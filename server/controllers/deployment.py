@@ -1,0 +1,375 @@
+"""Deployment controller: one ReplicaSet per pod template, rolled as the strategy says.
+
+The ReplicaSet for the current template is named ``<deployment>-<hash>`` and
+carries the ``pod-template-hash`` label (in its selector and pod template too,
+so ReplicaSets of one Deployment never share pods). Each ReplicaSet gets the
+``deployment.kubernetes.io/revision`` annotation; a template that returns to an
+older ReplicaSet's gets that ReplicaSet back with the next revision number.
+
+- RollingUpdate: scale the new ReplicaSet up while the total stays within
+  replicas + maxSurge (``new_replicas``), and the old ones down while at
+  least replicas - maxUnavailable pods stay available (``old_scale_down``);
+  both are upstream's arithmetic, as pure functions.
+- Recreate: old ReplicaSets to zero, and once none of their pods is left,
+  the new one to ``replicas``.
+
+Status (replicas, updatedReplicas, readyReplicas, availableReplicas,
+unavailableReplicas, observedGeneration) and the Available/Progressing
+conditions are what ``kubectl rollout status`` reads. Old ReplicaSets at zero
+beyond ``revisionHistoryLimit`` are deleted, oldest first.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edgectl.log import fields
+
+from ..registry import Registry
+from ..status import ApiError
+from .loop import run_loop
+from .workloads import (
+    by_namespace, claim, controller_ref, format_time, int_or_percent, meta, owner_ref, parse_time,
+    selector_of, set_condition, template_hash,
+)
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+HASH_LABEL = "pod-template-hash"
+REVISION = "deployment.kubernetes.io/revision"
+DESIRED = "deployment.kubernetes.io/desired-replicas"
+MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+
+
+def template_without_hash(template: Obj) -> Obj:
+    out = copy.deepcopy(template or {})
+    labels = (out.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict):
+        labels.pop(HASH_LABEL, None)
+    return out
+
+
+def revision(rs: Obj) -> int:
+    try:
+        return int((meta(rs).get("annotations") or {}).get(REVISION, "0"))
+    except ValueError:
+        return 0
+
+
+def surge_and_unavailable(deploy: Obj) -> tuple[int, int]:
+    """maxSurge rounds up, maxUnavailable down; both zero means one unavailable."""
+    spec = deploy.get("spec") or {}
+    replicas = int(spec.get("replicas", 1))
+    strategy = spec.get("strategy") or {}
+    if strategy.get("type") == "Recreate":
+        return 0, 0  # upstream: Available means every replica is
+    rolling = strategy.get("rollingUpdate") or {}
+    surge = int_or_percent(rolling.get("maxSurge", "25%"), replicas, round_up=True)
+    unavailable = int_or_percent(rolling.get("maxUnavailable", "25%"), replicas, round_up=False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, min(unavailable, replicas)
+
+
+def spec_replicas(rs: Obj) -> int:
+    return int((rs.get("spec") or {}).get("replicas", 0))
+
+
+def st(rs: Obj, key: str) -> int:
+    return int((rs.get("status") or {}).get(key) or 0)
+
+
+def new_replicas(desired: int, surge: int, new: int, all_spec: int) -> int:
+    """The new ReplicaSet's size this pass (upstream NewRSNewReplicas, RollingUpdate)."""
+    if new >= desired:
+        return desired
+    room = desired + surge - all_spec
+    if room <= 0:
+        return new
+    return new + min(room, desired - new)
+
+
+def old_scale_down(desired: int, unavailable: int, new_rs: Obj | None, old: list[Obj]) -> dict[str, int]:
+    """New sizes for old ReplicaSets (name -> replicas): unhealthy replicas go
+    first, then available ones while replicas - maxUnavailable stay available."""
+    old = [r for r in old if spec_replicas(r) > 0]
+    if not old:
+        return {}
+    all_rs = old + ([new_rs] if new_rs is not None else [])
+    all_spec = sum(spec_replicas(r) for r in all_rs)
+    min_available = desired - unavailable
+    new_unavailable = (spec_replicas(new_rs) - st(new_rs, "availableReplicas")) if new_rs is not None else 0
+    max_down = all_spec - min_available - new_unavailable
+    if max_down <= 0:
+        return {}
+    sizes = {meta(r)["name"]: spec_replicas(r) for r in old}
+    oldest_first = sorted(old, key=lambda r: (parse_time(meta(r).get("creationTimestamp")) or 0.0, meta(r)["name"]))
+    # 1. Replicas that are not available anyway.
+    cleaned = 0
+    for r in oldest_first:
+        if cleaned >= max_down:
+            break
+        unhealthy = sizes[meta(r)["name"]] - st(r, "availableReplicas")
+        if unhealthy <= 0:
+            continue
+        down = min(unhealthy, max_down - cleaned)
+        sizes[meta(r)["name"]] -= down
+        cleaned += down
+    # 2. Available replicas, keeping min_available.
+    available = sum(st(r, "availableReplicas") for r in all_rs)
+    budget = min(available - min_available, max_down - cleaned)
+    for r in oldest_first:
+        if budget <= 0:
+            break
+        name = meta(r)["name"]
+        down = min(sizes[name], budget)
+        sizes[name] -= down
+        budget -= down
+    return {name: size for name, size in sizes.items() if size != spec_replicas(next(r for r in old if meta(r)["name"] == name))}
+
+
+def condition(kind: str, status: str, reason: str, message: str, now: str) -> Obj:
+    return {"type": kind, "status": status, "lastUpdateTime": now, "lastTransitionTime": now, "reason": reason,
+            "message": message}
+
+
+def find(conditions: list[Obj], kind: str) -> Obj | None:
+    return next((c for c in conditions if c.get("type") == kind), None)
+
+
+class DeploymentController:
+    def __init__(self, registry: Registry, *, clock: Callable[[], float] = time.time) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.deploy = registry.resource("deployments", "apps")
+        self.rs = registry.resource("replicasets", "apps")
+        self.pods = registry.resource("pods")
+
+    async def reconcile(self) -> float | None:
+        deploys = (await self.registry.list(self.deploy)).items
+        if not deploys:
+            return None
+        rss = by_namespace((await self.registry.list(self.rs)).items)
+        pods = by_namespace((await self.registry.list(self.pods)).items)
+        wait: float | None = None
+        for d in deploys:
+            ns = meta(d)["namespace"]
+            try:
+                again = await self.sync(d, rss.get(ns, []), pods.get(ns, []))
+            except ApiError as exc:
+                if exc.code == 404:
+                    continue
+                raise
+            if again is not None:
+                wait = again if wait is None else min(wait, again)
+        return wait
+
+    async def sync(self, d: Obj, ns_rss: list[Obj], ns_pods: list[Obj]) -> float | None:
+        ns, name = meta(d)["namespace"], meta(d)["name"]
+        owned = await claim(self.registry, self.rs, d, self.deploy, ns_rss, selector_of(d))
+        if meta(d).get("deletionTimestamp"):
+            return None
+        spec = d.get("spec") or {}
+        desired = int(spec.get("replicas", 1))
+        template = spec.get("template") or {}
+        new_rs = next((r for r in owned if template_without_hash((r.get("spec") or {}).get("template") or {})
+                       == template_without_hash(template)), None)
+        old = [r for r in owned if r is not new_rs]
+        max_old = max((revision(r) for r in old), default=0)
+        created_now = False
+        recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
+        surge, unavailable = surge_and_unavailable(d)
+        paused = bool(spec.get("paused"))
+
+        if new_rs is not None and revision(new_rs) <= max_old:
+            new_rs = await self._annotate(ns, meta(new_rs)["name"], {REVISION: str(max_old + 1)})
+        if paused:
+            pass
+        elif recreate:
+            for r in old:
+                if spec_replicas(r) > 0:
+                    await self._scale(ns, r, 0)
+            # Terminating pods count as running: Recreate means no overlap at all.
+            old_uids = {meta(r)["uid"] for r in old}
+            old_running = any((p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                              and (controller_ref(p) or {}).get("uid") in old_uids for p in ns_pods)
+            if not old_running:
+                if new_rs is None:
+                    new_rs, created_now = await self._create_rs(d, desired, max_old + 1), True
+                elif spec_replicas(new_rs) != desired:
+                    new_rs = await self._scale(ns, new_rs, desired)
+        else:
+            all_spec = sum(spec_replicas(r) for r in old)
+            if new_rs is None:
+                size = new_replicas(desired, surge, 0, all_spec)
+                new_rs, created_now = await self._create_rs(d, size, max_old + 1), True
+            else:
+                size = new_replicas(desired, surge, spec_replicas(new_rs), all_spec + spec_replicas(new_rs))
+                if size != spec_replicas(new_rs):
+                    new_rs = await self._scale(ns, new_rs, size)
+            for rname, size in old_scale_down(desired, unavailable, new_rs, old).items():
+                r = next(x for x in old if meta(x)["name"] == rname)
+                idx = old.index(r)
+                old[idx] = await self._scale(ns, r, size)
+        if not paused and all(spec_replicas(r) == 0 and st(r, "replicas") == 0 for r in old):
+            await self._cleanup(ns, old, int(spec.get("revisionHistoryLimit", 10)))
+        if new_rs is not None and (meta(d).get("annotations") or {}).get(REVISION) != str(revision(new_rs)):
+            await self._annotate_deployment(ns, name, str(revision(new_rs)))
+        return await self._sync_status(d, new_rs, old, created_now, unavailable)
+
+    async def _create_rs(self, d: Obj, replicas: int, rev: int) -> Obj:
+        ns, name = meta(d)["namespace"], meta(d)["name"]
+        spec = d.get("spec") or {}
+        template = copy.deepcopy(spec.get("template") or {})
+        collisions = int((d.get("status") or {}).get("collisionCount") or 0)
+        h = template_hash(template_without_hash(template), collisions)
+        template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = h
+        selector = copy.deepcopy(spec.get("selector") or {})
+        selector.setdefault("matchLabels", {})[HASH_LABEL] = h
+        surge, _ = surge_and_unavailable(d)
+        rs = {
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {
+                "name": f"{name}-{h}", "namespace": ns, "labels": dict(template["metadata"]["labels"]),
+                "annotations": {REVISION: str(rev), DESIRED: str(spec.get("replicas", 1)),
+                                MAX_REPLICAS: str(int(spec.get("replicas", 1)) + surge)},
+                "ownerReferences": [owner_ref(d, self.deploy)],
+            },
+            "spec": {"replicas": replicas, "minReadySeconds": int(spec.get("minReadySeconds") or 0),
+                     "selector": selector, "template": template},
+        }
+        try:
+            out = await self.registry.create(self.rs, rs, namespace=ns)
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+            # A ReplicaSet of that name that is not ours (or not this template): count a
+            # collision so the next pass hashes differently, as upstream does.
+            await self._bump_collisions(ns, name, collisions + 1)
+            raise
+        log.info("deployment created replicaset", extra=fields(deployment=f"{ns}/{name}", replicaset=meta(out)["name"],
+                                                                replicas=replicas, revision=rev))
+        return out
+
+    async def _bump_collisions(self, ns: str, name: str, count: int) -> None:
+        def mutate(cur: Obj) -> Obj:
+            cur.setdefault("status", {})["collisionCount"] = count
+            return cur
+
+        await self.registry.guaranteed_update(self.deploy, ns, name, mutate, subresource="status")
+
+    async def _scale(self, ns: str, rs: Obj, replicas: int) -> Obj:
+        def mutate(cur: Obj) -> Obj | None:
+            if spec_replicas(cur) == replicas:
+                return None
+            cur.setdefault("spec", {})["replicas"] = replicas
+            return cur
+
+        out = await self.registry.guaranteed_update(self.rs, ns, meta(rs)["name"], mutate)
+        log.info("deployment scaled replicaset", extra=fields(replicaset=f"{ns}/{meta(rs)['name']}", replicas=replicas))
+        return out
+
+    async def _annotate(self, ns: str, name: str, annotations: dict[str, str]) -> Obj:
+        def mutate(cur: Obj) -> Obj:
+            cur["metadata"].setdefault("annotations", {}).update(annotations)
+            return cur
+
+        return await self.registry.guaranteed_update(self.rs, ns, name, mutate)
+
+    async def _annotate_deployment(self, ns: str, name: str, rev: str) -> None:
+        def mutate(cur: Obj) -> Obj | None:
+            annotations = cur["metadata"].setdefault("annotations", {})
+            if annotations.get(REVISION) == rev:
+                return None
+            annotations[REVISION] = rev
+            return cur
+
+        await self.registry.guaranteed_update(self.deploy, ns, name, mutate)
+
+    async def _cleanup(self, ns: str, old: list[Obj], limit: int) -> None:
+        idle = sorted((r for r in old if not meta(r).get("deletionTimestamp")), key=revision)
+        for r in idle[:max(0, len(idle) - limit)]:
+            try:
+                await self.registry.delete(self.rs, ns, meta(r)["name"])
+                log.info("deployment history trimmed", extra=fields(replicaset=f"{ns}/{meta(r)['name']}"))
+            except ApiError as exc:
+                if exc.code != 404:
+                    raise
+
+    async def _sync_status(self, d: Obj, new_rs: Obj | None, old: list[Obj], created_now: bool,
+                           unavailable: int) -> float | None:
+        ns, name = meta(d)["namespace"], meta(d)["name"]
+        spec, prev = d.get("spec") or {}, d.get("status") or {}
+        desired = int(spec.get("replicas", 1))
+        all_rs = old + ([new_rs] if new_rs is not None else [])
+        available = sum(st(r, "availableReplicas") for r in all_rs)
+        status: Obj = {
+            "observedGeneration": meta(d).get("generation", 1),
+            "replicas": sum(st(r, "replicas") for r in all_rs),
+            "updatedReplicas": st(new_rs, "replicas") if new_rs is not None else 0,
+            "readyReplicas": sum(st(r, "readyReplicas") for r in all_rs),
+            "availableReplicas": available,
+            "unavailableReplicas": max(0, desired - available),
+        }
+        if prev.get("collisionCount"):
+            status["collisionCount"] = prev["collisionCount"]
+        now_ts = self.clock()
+        now = format_time(now_ts)
+        conds = [c for c in prev.get("conditions") or [] if isinstance(c, dict)]
+        if available >= desired - unavailable:
+            avail = condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", now)
+        else:
+            avail = condition("Available", "False", "MinimumReplicasUnavailable",
+                              "Deployment does not have minimum availability.", now)
+        old_avail = find(conds, "Available")
+        if old_avail is None or (old_avail.get("status"), old_avail.get("reason")) != (avail["status"], avail["reason"]):
+            conds = set_condition(conds, avail)
+        rs_name = meta(new_rs)["name"] if new_rs is not None else ""
+        progressing = find(conds, "Progressing")
+        complete = (new_rs is not None and status["updatedReplicas"] == desired and status["replicas"] == desired
+                    and available == desired)
+        deadline = spec.get("progressDeadlineSeconds")
+        wait: float | None = None
+        if spec.get("paused"):
+            new_prog = None
+        elif created_now:
+            new_prog = condition("Progressing", "True", "NewReplicaSetCreated", f'Created new replica set "{rs_name}"', now)
+        elif complete:
+            new_prog = condition("Progressing", "True", "NewReplicaSetAvailable",
+                                 f'ReplicaSet "{rs_name}" has successfully progressed.', now)
+        elif any(status.get(k) != prev.get(k) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")) \
+                or progressing is None or progressing.get("reason") == "NewReplicaSetAvailable":
+            new_prog = condition("Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.', now)
+        else:
+            new_prog = None
+            last = parse_time((progressing or {}).get("lastUpdateTime"))
+            if isinstance(deadline, int) and last is not None and progressing.get("reason") != "ProgressDeadlineExceeded":
+                if now_ts >= last + deadline:
+                    new_prog = condition("Progressing", "False", "ProgressDeadlineExceeded",
+                                         f'ReplicaSet "{rs_name}" has timed out progressing.', now)
+                else:
+                    wait = last + deadline - now_ts
+        if new_prog is not None:
+            same = progressing is not None and all(progressing.get(k) == new_prog.get(k) for k in ("status", "reason", "message"))
+            if not same or new_prog["reason"] == "ReplicaSetUpdated":
+                conds = set_condition(conds, new_prog)
+            if new_prog["reason"] == "ReplicaSetUpdated" and isinstance(deadline, int):
+                wait = float(deadline)
+        status["conditions"] = conds
+        if status != prev:
+            def mutate(cur: Obj) -> Obj | None:
+                if cur.get("status") == status:
+                    return None
+                cur["status"] = status
+                return cur
+
+            await self.registry.guaranteed_update(self.deploy, ns, name, mutate, subresource="status")
+        return wait
+
+    async def run(self, *, resync: float = 30.0) -> None:
+        await run_loop("deployment", self.registry, [(self.deploy, None), (self.rs, None), (self.pods, None)],
+                       self.reconcile, resync=resync)
