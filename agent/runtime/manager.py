@@ -465,8 +465,10 @@ class PodManager:
         return True
 
     def _refreshable(self, rec: PodRecord) -> bool:
+        """Set up, not terminating and not finished. A crash-looping pod counts:
+        its next container instance must see current files."""
         return (self._pods.get(rec.uid) is rec and rec.sandbox is not None and rec.term_deadline is None
-                and not rec.spec.deleting and any(c.running for c in rec.containers.values()))
+                and not rec.spec.deleting and not rec.network_released)
 
     async def _refresh_volumes_loop(self) -> None:
         """Bring running pods' volume files up to date with their ConfigMaps,
