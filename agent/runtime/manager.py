@@ -471,7 +471,7 @@ class PodManager:
                 and not rec.spec.deleting and not rec.network_released)
 
     async def _refresh_volumes_loop(self) -> None:
-        """Bring running pods' volume files up to date with their ConfigMaps,
+        """Bring set-up pods' volume files up to date with their ConfigMaps,
         Secrets and pod metadata. Objects are read once per round."""
         while not self._closed:
             await asyncio.sleep(self.volume_refresh_interval)
