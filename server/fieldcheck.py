@@ -92,7 +92,23 @@ NODE_STATUS = {"conditions": L(CONDITION), "addresses": L({"type": STR, "address
                                                 "operatingSystem", "architecture")}, "*": ANY},
                "capacity": M(), "allocatable": M(), "*": ANY}
 
+POD_TEMPLATE = {"metadata": OBJECT_META, "spec": POD_SPEC}
+WORKLOAD_STATUS = {"replicas": INT, "readyReplicas": INT, "availableReplicas": INT, "updatedReplicas": INT,
+                   "observedGeneration": INT, "conditions": L(CONDITION), "*": ANY}
+ROLLING_UPDATE = {"maxSurge": S, "maxUnavailable": S}
+
 SCHEMAS: dict[str, dict[str, Any]] = {
+    "deployments": {**TOP, "spec": {
+        "replicas": INT, "selector": LABEL_SELECTOR, "template": POD_TEMPLATE, "strategy": {"type": S, "rollingUpdate": ROLLING_UPDATE},
+        "minReadySeconds": INT, "revisionHistoryLimit": INT, "paused": BOOL, "progressDeadlineSeconds": INT,
+    }, "status": WORKLOAD_STATUS},
+    "replicasets": {**TOP, "spec": {"replicas": INT, "minReadySeconds": INT, "selector": LABEL_SELECTOR,
+                                    "template": POD_TEMPLATE}, "status": WORKLOAD_STATUS},
+    "daemonsets": {**TOP, "spec": {
+        "selector": LABEL_SELECTOR, "template": POD_TEMPLATE, "updateStrategy": {"type": S, "rollingUpdate": ROLLING_UPDATE},
+        "minReadySeconds": INT, "revisionHistoryLimit": INT,
+    }, "status": {**{k: INT for k in ("currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled",
+                                      "numberReady", "updatedNumberScheduled", "numberAvailable")}, "*": ANY}},
     "pods": {**TOP, "spec": POD_SPEC, "status": POD_STATUS},
     "nodes": {**TOP, "spec": {"podCIDR": S, "podCIDRs": L(S), "providerID": S, "unschedulable": S, "taints": ANY,
                               "configSource": ANY, "externalID": S}, "status": NODE_STATUS},

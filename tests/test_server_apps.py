@@ -494,3 +494,13 @@ def test_selector_is_immutable_and_scale_is_validated(srv: ServerProcess) -> Non
                           {"spec": {"replicas": -2}}, headers=MERGE_PATCH)
     assert code == 422 and body["details"]["causes"][0]["field"] == "spec.replicas", body
     srv.kubectl(V, "delete", "deployment", "imm")
+
+
+def test_strict_field_validation_knows_workload_fields(srv: ServerProcess, tmp_path: Path) -> None:
+    f = tmp_path / "typo.yaml"
+    f.write_text(DEPLOY.format(image="busybox:1.36").replace("replicas: 4", "replica: 4").replace("name: roll", "name: typo"))
+    out = srv.kubectl(V, "apply", "-f", str(f), check=False)
+    assert out.returncode != 0 and 'unknown field "spec.replica"' in out.stderr, out.stderr
+    f.write_text(DEPLOY.format(image="busybox:1.36").replace("replicas: 4", 'replicas: "4"').replace("name: roll", "name: typo"))
+    out = srv.kubectl(V, "apply", "-f", str(f), check=False)
+    assert out.returncode != 0 and "spec.replicas" in out.stderr, out.stderr

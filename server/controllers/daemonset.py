@@ -1,7 +1,7 @@
 """DaemonSet controller: one pod per eligible node.
 
 A node is eligible when its labels match the template's ``nodeSelector`` and
-the pod tolerates every NoSchedule/NoExecute taint, counting the tolerations
+required node affinity (``affinity_matches``) and the pod tolerates every NoSchedule/NoExecute taint, counting the tolerations
 upstream adds to every daemon pod (``DAEMON_TOLERATIONS``: not-ready and
 unreachable NoExecute, the pressure and unschedulable NoSchedule taints). A
 pod already on a node keeps running while only NoSchedule taints are
@@ -29,7 +29,7 @@ from .loop import run_loop
 from .scheduler import selector_matches, tolerates
 from .workloads import (
     available_in, by_namespace, claim, int_or_percent, is_active, is_ready, meta, parse_time, pod_from_template,
-    selector_of, template_hash,
+    selector_of, sync_each, template_hash,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,48 @@ def daemon_tolerations(pod_spec: Obj) -> list[Obj]:
     return own + [dict(t) for t in extra if (t["key"], t["effect"]) not in keys]
 
 
+def _requirement(expr: Any, value: str | None) -> bool:
+    if not isinstance(expr, dict):
+        return False
+    op, values = expr.get("operator"), [str(v) for v in expr.get("values") or []]
+    if op == "In":
+        return value is not None and value in values
+    if op == "NotIn":
+        return value is None or value not in values
+    if op == "Exists":
+        return value is not None
+    if op == "DoesNotExist":
+        return value is None
+    if op in ("Gt", "Lt") and value is not None and len(values) == 1:
+        try:
+            left, right = int(value), int(values[0])
+        except ValueError:
+            return False
+        return left > right if op == "Gt" else left < right
+    return False
+
+
+def affinity_matches(pod_spec: Obj, node: Obj) -> bool:
+    """requiredDuringSchedulingIgnoredDuringExecution: any term whose label
+    expressions and ``metadata.name`` field expressions all hold."""
+    required = (((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution"))
+    if not isinstance(required, dict):
+        return True
+    labels = meta(node).get("labels") or {}
+    for term in required.get("nodeSelectorTerms") or []:
+        if not isinstance(term, dict):
+            continue
+        exprs, field_exprs = term.get("matchExpressions") or [], term.get("matchFields") or []
+        if not exprs and not field_exprs:
+            continue  # an empty term selects nothing
+        if all(_requirement(e, labels.get(str(e.get("key")))) for e in exprs if isinstance(e, dict)) and \
+                all(isinstance(e, dict) and e.get("key") == "metadata.name" and _requirement(e, meta(node).get("name"))
+                    for e in field_exprs):
+            return True
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
     should_run: bool  # a new daemon pod may be placed here
@@ -63,7 +105,8 @@ class Placement:
 
 
 def placement(pod_spec: Obj, node: Obj) -> Placement:
-    if meta(node).get("deletionTimestamp") or not selector_matches({"spec": pod_spec}, node):
+    if meta(node).get("deletionTimestamp") or not selector_matches({"spec": pod_spec}, node) \
+            or not affinity_matches(pod_spec, node):
         return Placement(False, False)
     tolerations = daemon_tolerations(pod_spec)
     run = keep = True
@@ -98,17 +141,7 @@ class DaemonSetController:
             return None
         nodes = (await self.registry.list(self.nodes)).items
         pods = by_namespace((await self.registry.list(self.pods)).items)
-        wait: float | None = None
-        for ds in dss:
-            try:
-                again = await self.sync(ds, nodes, pods.get(meta(ds)["namespace"], []))
-            except ApiError as exc:
-                if exc.code == 404:
-                    continue
-                raise
-            if again is not None:
-                wait = again if wait is None else min(wait, again)
-        return wait
+        return await sync_each("daemonset", dss, lambda ds: self.sync(ds, nodes, pods.get(meta(ds)["namespace"], [])))
 
     async def sync(self, ds: Obj, nodes: list[Obj], ns_pods: list[Obj]) -> float | None:
         ns, name = meta(ds)["namespace"], meta(ds)["name"]

@@ -33,7 +33,7 @@ from ..status import ApiError
 from .loop import run_loop
 from .workloads import (
     by_namespace, claim, controller_ref, format_time, int_or_percent, meta, owner_ref, parse_time,
-    selector_of, set_condition, template_hash,
+    selector_of, set_condition, sync_each, template_hash,
 )
 
 log = logging.getLogger(__name__)
@@ -155,18 +155,8 @@ class DeploymentController:
             return None
         rss = by_namespace((await self.registry.list(self.rs)).items)
         pods = by_namespace((await self.registry.list(self.pods)).items)
-        wait: float | None = None
-        for d in deploys:
-            ns = meta(d)["namespace"]
-            try:
-                again = await self.sync(d, rss.get(ns, []), pods.get(ns, []))
-            except ApiError as exc:
-                if exc.code == 404:
-                    continue
-                raise
-            if again is not None:
-                wait = again if wait is None else min(wait, again)
-        return wait
+        return await sync_each("deployment", deploys, lambda d: self.sync(d, rss.get(meta(d)["namespace"], []),
+                                                                         pods.get(meta(d)["namespace"], [])))
 
     async def sync(self, d: Obj, ns_rss: list[Obj], ns_pods: list[Obj]) -> float | None:
         ns, name = meta(d)["namespace"], meta(d)["name"]

@@ -23,6 +23,7 @@ from ..status import ApiError
 from .loop import run_loop
 from .workloads import (
     available_in, by_namespace, claim, is_active, is_ready, meta, parse_time, pod_from_template, selector_of,
+    sync_each,
 )
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,7 @@ class ReplicaSetController:
         if not rss:
             return None
         pods = by_namespace((await self.registry.list(self.pods)).items)
-        wait: float | None = None
-        for rs in rss:
-            try:
-                again = await self.sync(rs, pods.get(meta(rs).get("namespace") or "", []))
-            except ApiError as exc:
-                if exc.code == 404:
-                    continue  # deleted meanwhile
-                raise
-            if again is not None:
-                wait = again if wait is None else min(wait, again)
-        return wait
+        return await sync_each("replicaset", rss, lambda rs: self.sync(rs, pods.get(meta(rs).get("namespace") or "", [])))
 
     async def sync(self, rs: Obj, ns_pods: list[Obj]) -> float | None:
         ns, name = meta(rs)["namespace"], meta(rs)["name"]

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edgectl.log import fields
@@ -219,3 +220,27 @@ def by_namespace(objs: list[Obj]) -> dict[str, list[Obj]]:
     for obj in objs:
         out.setdefault(meta(obj).get("namespace") or "", []).append(obj)
     return out
+
+
+async def sync_each(controller: str, objs: list[Obj], sync: Callable[[Obj], Awaitable[float | None]]) -> float | None:
+    """Run ``sync`` for every object: one object the API refuses (a 422 on a pod
+    it creates, say) must not stall the others. The first error is raised once
+    all were tried, so the loop backs off and retries; an object deleted
+    meanwhile (404) is simply skipped. Returns the soonest requested recheck."""
+    wait: float | None = None
+    first: Exception | None = None
+    for obj in objs:
+        try:
+            again = await sync(obj)
+        except ApiError as exc:
+            if exc.code == 404:
+                continue
+            log.warning("sync failed", extra=fields(controller=controller, object=f"{meta(obj).get('namespace')}/{meta(obj).get('name')}",
+                                                    error=str(exc)))
+            first = first or exc
+            continue
+        if again is not None:
+            wait = again if wait is None else min(wait, again)
+    if first is not None:
+        raise first
+    return wait
