@@ -504,3 +504,19 @@ def test_strict_field_validation_knows_workload_fields(srv: ServerProcess, tmp_p
     f.write_text(DEPLOY.format(image="busybox:1.36").replace("replicas: 4", 'replicas: "4"').replace("name: roll", "name: typo"))
     out = srv.kubectl(V, "apply", "-f", str(f), check=False)
     assert out.returncode != 0 and "spec.replicas" in out.stderr, out.stderr
+
+
+def test_paused_deployment_scales_but_does_not_roll(srv: ServerProcess) -> None:
+    srv.kubectl(V, "create", "namespace", "app5")
+    srv.kubectl(V, "-n", "app5", "create", "deployment", "p", "--image=busybox:1.36", "--", "sleep", "3600")
+    srv.kubectl(V, "-n", "app5", "rollout", "status", "deployment/p", "--timeout=90s", timeout=100)
+    srv.kubectl(V, "-n", "app5", "rollout", "pause", "deployment/p")
+    srv.kubectl(V, "-n", "app5", "set", "image", "deployment/p", "busybox=busybox:1.37")
+    srv.kubectl(V, "-n", "app5", "scale", "deployment/p", "--replicas=2")
+    rs = poll("the paused deployment's replicaset to scale", lambda: (r := items(srv, apps("app5", "replicasets")))
+              and r[0]["spec"]["replicas"] == 2 and r)
+    assert len(rs) == 1 and rs[0]["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:1.36"
+    srv.kubectl(V, "-n", "app5", "rollout", "resume", "deployment/p")
+    srv.kubectl(V, "-n", "app5", "rollout", "status", "deployment/p", "--timeout=90s", timeout=100)
+    live = [p for p in items(srv, pods("app5")) if not p["metadata"].get("deletionTimestamp")]
+    assert sorted(p["spec"]["containers"][0]["image"] for p in live) == ["busybox:1.37", "busybox:1.37"]

@@ -178,7 +178,12 @@ class DeploymentController:
         if new_rs is not None and revision(new_rs) <= max_old:
             new_rs = await self._annotate(ns, meta(new_rs)["name"], {REVISION: str(max_old + 1)})
         if paused:
-            pass
+            # No rollout while paused, but a lone active ReplicaSet still follows replicas.
+            active = [r for r in owned if spec_replicas(r) > 0]
+            if len(active) == 1 and spec_replicas(active[0]) != desired:
+                scaled = await self._scale(ns, active[0], desired)
+                new_rs = scaled if active[0] is new_rs else new_rs
+                old = [scaled if r is active[0] else r for r in old]
         elif recreate:
             for r in old:
                 if spec_replicas(r) > 0:
