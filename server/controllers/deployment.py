@@ -154,7 +154,9 @@ class DeploymentController:
         if not deploys:
             return None
         rss = by_namespace((await self.registry.list(self.rs)).items)
-        pods = by_namespace((await self.registry.list(self.pods)).items)
+        # Only Recreate looks at pods (no new pod while an old one exists).
+        recreate = any(((d.get("spec") or {}).get("strategy") or {}).get("type") == "Recreate" for d in deploys)
+        pods = by_namespace((await self.registry.list(self.pods, shared=True)).items) if recreate else {}
         return await sync_each("deployment", deploys, lambda d: self.sync(d, rss.get(meta(d)["namespace"], []),
                                                                          pods.get(meta(d)["namespace"], [])))
 
@@ -265,7 +267,8 @@ class DeploymentController:
             return cur
 
         out = await self.registry.guaranteed_update(self.rs, ns, meta(rs)["name"], mutate)
-        log.info("deployment scaled replicaset", extra=fields(replicaset=f"{ns}/{meta(rs)['name']}", replicas=replicas))
+        if spec_replicas(rs) != replicas:
+            log.info("deployment scaled replicaset", extra=fields(replicaset=f"{ns}/{meta(rs)['name']}", replicas=replicas))
         return out
 
     async def _annotate(self, ns: str, name: str, annotations: dict[str, str]) -> Obj:
