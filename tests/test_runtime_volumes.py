@@ -237,3 +237,38 @@ def test_missing_objects_hold_the_pod_in_container_creating_until_they_appear() 
         assert list((root / "data" / "pods").iterdir()) == []
 
     in_node(body)
+
+
+def test_adopted_pods_keep_getting_updates_and_subpath_links_cannot_escape() -> None:
+    async def body(root: Path) -> None:
+        configmaps = StaticObjectFiles({("default", "app"): {"k": b"v1"}})
+        node = Node(root, configmaps=configmaps)
+        m = root / "m"
+        p = pod("keep", [{"name": "main", "command": ["sleep", "300"],
+                          "volumeMounts": [{"name": "cfg", "mountPath": str(m / "cfg")}]}],
+                [{"name": "cfg", "configMap": {"name": "app"}}])
+        # An init container plants a link to the host's /etc in an emptyDir; the
+        # app container's subPath through it must be refused, not bound.
+        esc = pod("escape", [{"name": "main", "command": ["sleep", "300"],
+                              "volumeMounts": [{"name": "scratch", "mountPath": str(m / "esc"), "subPath": "link"}]}],
+                  [{"name": "scratch", "emptyDir": {}}])
+        esc["spec"]["initContainers"] = [{"name": "plant", "command": ["ln", "-s", "/etc", str(m / "init" / "link")],
+                                          "volumeMounts": [{"name": "scratch", "mountPath": str(m / "init")}]}]
+        node.manager.sync([p, esc])
+        st = await node.wait(p["metadata"]["uid"], running)
+        cid = st["containerStatuses"][0]["containerID"]
+        st = await node.wait(esc["metadata"]["uid"], lambda s: (s["containerStatuses"][0]["state"].get("waiting") or {})
+                             .get("reason") == "CreateContainerConfigError")
+        assert "subPath 'link' resolves outside the volume" in st["containerStatuses"][0]["state"]["waiting"]["message"]
+        await node.manager.close(stop_pods=False)  # the agent goes away; the pod keeps running
+        await asyncio.wait_for(node.task, 5)
+
+        configmaps.items[("default", "app")] = {"k": b"v2"}
+        again = Node(root, configmaps=configmaps)
+        await again.manager.wait_loaded()  # adopted: its containers were never this manager's children
+        again.manager.sync([p])
+        await eventually(lambda: again.run_in("keep", "main", f"cat {m}/cfg/k"), "v2")
+        assert again.manager.status(p["metadata"]["uid"])["containerStatuses"][0]["containerID"] == cid
+        await again.stop()
+
+    in_node(body)
