@@ -520,3 +520,15 @@ def test_paused_deployment_scales_but_does_not_roll(srv: ServerProcess) -> None:
     srv.kubectl(V, "-n", "app5", "rollout", "status", "deployment/p", "--timeout=90s", timeout=100)
     live = [p for p in items(srv, pods("app5")) if not p["metadata"].get("deletionTimestamp")]
     assert sorted(p["spec"]["containers"][0]["image"] for p in live) == ["busybox:1.37", "busybox:1.37"]
+
+
+def test_create_deployment_protobuf_keeps_explicit_zero_and_ports(srv: ServerProcess) -> None:
+    # kubectl >= 1.32 sends this create as protobuf; 1.27 as JSON: both must agree.
+    for v, name in ((V, "zero-new"), (OLD, "zero-old")):
+        srv.kubectl(v, "create", "deployment", name, "--image=busybox:1.36", "--replicas=0", "--port=8080", "--", "sleep", "1")
+        d = get(srv, f"/apis/apps/v1/namespaces/default/deployments/{name}")
+        assert d["spec"]["replicas"] == 0, v
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        assert (c["command"], c["ports"]) == (["sleep", "1"], [{"containerPort": 8080, "protocol": "TCP"}]), v
+        assert "creationTimestamp" not in d["spec"]["template"]["metadata"], v
+        srv.kubectl(v, "delete", "deployment", name)

@@ -357,6 +357,7 @@ class DeploymentController:
                 conds = set_condition(conds, new_prog)
             if new_prog["reason"] == "ReplicaSetUpdated" and isinstance(deadline, int):
                 wait = float(deadline)
+        status = {k: v for k, v in status.items() if v}  # upstream omits zero counts (omitempty)
         status["conditions"] = conds
         if status != prev:
             def mutate(cur: Obj) -> Obj | None:
