@@ -206,6 +206,11 @@ def test_create_deployment_scale_and_rollout_status(srv: ServerProcess) -> None:
     rs_header = next(i for i, line in enumerate(table) if line.startswith("NAME") and i > 0)
     assert table[rs_header].split() == ["NAME", "DESIRED", "CURRENT", "READY", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
     assert table[rs_header + 1].split()[:4] == [f"replicaset.apps/web-{h}", "3", "3", "3"]
+    # What the controllers did shows up as Events in describe.
+    described = srv.kubectl(V, "-n", "app1", "describe", "deployment", "web").stdout
+    assert f"Scaled up replica set web-{h} from 1 to 3" in described and "ScalingReplicaSet" in described, described
+    described = srv.kubectl(V, "-n", "app1", "describe", "rs", f"web-{h}").stdout
+    assert "SuccessfulCreate" in described and f"Created pod: {pod['metadata']['name']}" in described, described
     # The oldest supported kubectl prints the same table.
     old = srv.kubectl(OLD, "-n", "app1", "get", "deployments").stdout.splitlines()
     assert old[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"] and old[1].split()[:2] == ["web", "3/3"]

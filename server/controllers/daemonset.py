@@ -29,12 +29,14 @@ from .loop import run_loop
 from .scheduler import selector_matches, tolerates
 from .workloads import (
     available_in, by_namespace, claim, int_or_percent, is_active, is_ready, meta, parse_time, pod_from_template,
+    record_event,
     selector_of, sync_each, template_hash,
 )
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
+COMPONENT = "daemonset-controller"
 HASH_LABEL = "controller-revision-hash"
 GENERATION_LABEL = "pod-template-generation"
 DAEMON_TOLERATIONS: tuple[Obj, ...] = (
@@ -189,6 +191,8 @@ class DaemonSetController:
             pod["spec"]["tolerations"] = daemon_tolerations(pod["spec"])
             created = await self.registry.create(self.pods, pod, namespace=ns)
             owned.append(created)
+            await record_event(self.registry, ds, self.ds, component=COMPONENT, reason="SuccessfulCreate",
+                               message=f"Created pod: {meta(created)['name']}")
             log.info("daemonset created pod", extra=fields(daemonset=f"{ns}/{name}", node=node_name, pod=meta(created)["name"]))
         gone: set[str] = set()
         for pod in to_delete:
@@ -201,6 +205,9 @@ class DaemonSetController:
             except ApiError as exc:
                 if exc.code != 404:
                     raise
+                continue
+            await record_event(self.registry, ds, self.ds, component=COMPONENT, reason="SuccessfulDelete",
+                               message=f"Deleted pod: {meta(pod)['name']}")
         remaining = [p for p in owned if meta(p)["name"] not in gone and is_active(p)]
         return await self._sync_status(ds, desired_nodes, remaining, current, min_ready, now)
 

@@ -33,12 +33,13 @@ from ..status import ApiError
 from .loop import run_loop
 from .workloads import (
     by_namespace, claim, controller_ref, format_time, int_or_percent, meta, owner_ref, parse_time,
-    selector_of, set_condition, sync_each, template_hash,
+    record_event, selector_of, set_condition, sync_each, template_hash,
 )
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
+COMPONENT = "deployment-controller"
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
 DESIRED = "deployment.kubernetes.io/desired-replicas"
@@ -183,13 +184,13 @@ class DeploymentController:
             # No rollout while paused, but a lone active ReplicaSet still follows replicas.
             active = [r for r in owned if spec_replicas(r) > 0]
             if len(active) == 1 and spec_replicas(active[0]) != desired:
-                scaled = await self._scale(ns, active[0], desired)
+                scaled = await self._scale(d, active[0], desired)
                 new_rs = scaled if active[0] is new_rs else new_rs
                 old = [scaled if r is active[0] else r for r in old]
         elif recreate:
             for r in old:
                 if spec_replicas(r) > 0:
-                    await self._scale(ns, r, 0)
+                    await self._scale(d, r, 0)
             # Terminating pods count as running: Recreate means no overlap at all.
             old_uids = {meta(r)["uid"] for r in old}
             old_running = any((p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
@@ -198,7 +199,7 @@ class DeploymentController:
                 if new_rs is None:
                     new_rs, created_now = await self._create_rs(d, desired, max_old + 1), True
                 elif spec_replicas(new_rs) != desired:
-                    new_rs = await self._scale(ns, new_rs, desired)
+                    new_rs = await self._scale(d, new_rs, desired)
         else:
             all_spec = sum(spec_replicas(r) for r in old)
             if new_rs is None:
@@ -207,11 +208,11 @@ class DeploymentController:
             else:
                 size = new_replicas(desired, surge, spec_replicas(new_rs), all_spec + spec_replicas(new_rs))
                 if size != spec_replicas(new_rs):
-                    new_rs = await self._scale(ns, new_rs, size)
+                    new_rs = await self._scale(d, new_rs, size)
             for rname, size in old_scale_down(desired, unavailable, new_rs, old).items():
                 r = next(x for x in old if meta(x)["name"] == rname)
                 idx = old.index(r)
-                old[idx] = await self._scale(ns, r, size)
+                old[idx] = await self._scale(d, r, size)
         if not paused and all(spec_replicas(r) == 0 and st(r, "replicas") == 0 for r in old):
             await self._cleanup(ns, old, int(spec.get("revisionHistoryLimit", 10)))
         if new_rs is not None and (meta(d).get("annotations") or {}).get(REVISION) != str(revision(new_rs)):
@@ -250,6 +251,8 @@ class DeploymentController:
             raise
         log.info("deployment created replicaset", extra=fields(deployment=f"{ns}/{name}", replicaset=meta(out)["name"],
                                                                 replicas=replicas, revision=rev))
+        if replicas:
+            await self._scaling_event(d, meta(out)["name"], 0, replicas)
         return out
 
     async def _bump_collisions(self, ns: str, name: str, count: int) -> None:
@@ -259,7 +262,9 @@ class DeploymentController:
 
         await self.registry.guaranteed_update(self.deploy, ns, name, mutate, subresource="status")
 
-    async def _scale(self, ns: str, rs: Obj, replicas: int) -> Obj:
+    async def _scale(self, deploy: Obj, rs: Obj, replicas: int) -> Obj:
+        ns = meta(deploy)["namespace"]
+
         def mutate(cur: Obj) -> Obj | None:
             if spec_replicas(cur) == replicas:
                 return None
@@ -267,9 +272,16 @@ class DeploymentController:
             return cur
 
         out = await self.registry.guaranteed_update(self.rs, ns, meta(rs)["name"], mutate)
-        if spec_replicas(rs) != replicas:
+        before = spec_replicas(rs)
+        if before != replicas:
             log.info("deployment scaled replicaset", extra=fields(replicaset=f"{ns}/{meta(rs)['name']}", replicas=replicas))
+            await self._scaling_event(deploy, meta(rs)["name"], before, replicas)
         return out
+
+    async def _scaling_event(self, deploy: Obj, rs_name: str, before: int, after: int) -> None:
+        direction = "up" if after > before else "down"
+        await record_event(self.registry, deploy, self.deploy, component=COMPONENT, reason="ScalingReplicaSet",
+                           message=f"Scaled {direction} replica set {rs_name} from {before} to {after}")
 
     async def _annotate(self, ns: str, name: str, annotations: dict[str, str]) -> Obj:
         def mutate(cur: Obj) -> Obj:

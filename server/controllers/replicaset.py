@@ -22,13 +22,14 @@ from ..registry import Registry
 from ..status import ApiError
 from .loop import run_loop
 from .workloads import (
-    available_in, by_namespace, claim, is_active, is_ready, meta, parse_time, pod_from_template, selector_of,
-    sync_each,
+    available_in, by_namespace, claim, is_active, is_ready, meta, parse_time, pod_from_template, record_event,
+    selector_of, sync_each,
 )
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
+COMPONENT = "replicaset-controller"
 BURST = 100  # pods created or deleted per ReplicaSet per pass (upstream's slow start caps at 500)
 
 
@@ -89,6 +90,8 @@ class ReplicaSetController:
                 for _ in range(min(diff, BURST)):
                     pod = await self.registry.create(self.pods, pod_from_template(rs, self.rs, template), namespace=ns)
                     active.append(pod)
+                    await record_event(self.registry, rs, self.rs, component=COMPONENT, reason="SuccessfulCreate",
+                                       message=f"Created pod: {meta(pod)['name']}")
                 log.info("replicaset created pods", extra=fields(replicaset=f"{ns}/{name}", count=min(diff, BURST)))
             elif diff < 0:
                 doomed = sorted(active, key=deletion_order)[:min(-diff, BURST)]
@@ -98,6 +101,9 @@ class ReplicaSetController:
                     except ApiError as exc:
                         if exc.code != 404:
                             raise
+                        continue
+                    await record_event(self.registry, rs, self.rs, component=COMPONENT, reason="SuccessfulDelete",
+                                       message=f"Deleted pod: {meta(pod)['name']}")
                 gone = {meta(p)["name"] for p in doomed}
                 active = [p for p in active if meta(p)["name"] not in gone]
                 log.info("replicaset deleted pods", extra=fields(replicaset=f"{ns}/{name}", count=len(doomed)))

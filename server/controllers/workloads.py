@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -244,3 +245,25 @@ async def sync_each(controller: str, objs: list[Obj], sync: Callable[[Obj], Awai
     if first is not None:
         raise first
     return wait
+
+
+async def record_event(registry: Registry, involved: Obj, res: Resource, *, component: str, reason: str,
+                       message: str) -> None:
+    """A Normal Event about ``involved`` (what ``kubectl describe`` lists, e.g.
+    ScalingReplicaSet, SuccessfulCreate). Only successful actions are recorded,
+    so a failure retried on every back-off cannot flood the datastore; an Event
+    the API refuses (namespace terminating) is dropped."""
+    m = meta(involved)
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{m['name']}.{secrets.token_hex(8)}", "namespace": m.get("namespace") or "default"},
+        "involvedObject": {"kind": res.kind, "apiVersion": res.api_version, "name": m["name"], "uid": m.get("uid"),
+                           "namespace": m.get("namespace"), "resourceVersion": m.get("resourceVersion")},
+        "reason": reason, "message": message, "type": "Normal", "source": {"component": component},
+        "reportingComponent": component, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }
+    try:
+        await registry.create(registry.resource("events"), event)
+    except ApiError as exc:
+        log.debug("event not recorded", extra=fields(reason=reason, object=m.get("name"), error=str(exc)))
