@@ -448,7 +448,7 @@ def test_garbage_after_spdy_upgrade_ends_that_connection_only(certs: Certs, cont
         raw.writer.close()
         assert await k.get("/healthz") == (200, b"ok")
         status, body = await k.get("/attach/default/web/main?output=1")
-        assert status == 400 and "not supported" in json.loads(body)["message"]
+        assert status == 400 and "needs a websocket" in json.loads(body)["message"]
 
     run_with_kubelet(certs, container, tmp_path, scenario)
 

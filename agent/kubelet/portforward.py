@@ -28,7 +28,7 @@ from edgectl.agent.streams.spdy_session import Role
 from edgectl.httpd import TAKEN_OVER, Request, Response
 from edgectl.log import fields
 
-from .exec import finish_spdy, is_websocket_upgrade, negotiate_spdy, take_over_spdy
+from .remotecommand import finish_spdy, is_websocket_upgrade, negotiate_spdy, take_over_spdy
 from .spdy_conn import SpdyConnection, SpdyStream, WebSocketTransport
 from .status import status_response
 from .wsconn import accept_websocket

@@ -6,6 +6,7 @@ Paths follow upstream so the API server proxies them unchanged:
 - ``GET /pods``: a PodList of the pods on this node
 - ``GET /containerLogs/{ns}/{pod}/{container}?follow&tailLines&...``
 - ``GET|POST /exec/{ns}/{pod}/{container}?command=...`` (websocket or SPDY upgrade)
+- ``GET|POST /attach/{ns}/{pod}/{container}`` (the same upgrades, to the container's console)
 - ``GET|POST /portForward/{ns}/{pod}`` (SPDY, or websocket-wrapped SPDY)
 """
 from __future__ import annotations
@@ -21,9 +22,11 @@ from edgectl.log import fields
 from edgectl.paths import KUBELET_PORT
 
 from . import auth
-from .exec import ExecOptionError, ExecOptions, is_spdy_upgrade, is_websocket_upgrade, serve_exec_spdy, serve_exec_websocket
+from .attach import AttachSession
+from .exec import ExecOptionError, ExecOptions, serve_exec_spdy, serve_exec_websocket
 from .logs import LogOptionError, LogOptions, choose_file, stream_logs
 from .portforward import serve_portforward_request
+from .remotecommand import StreamOptionError, StreamOptions, is_spdy_upgrade, is_websocket_upgrade, serve_spdy, serve_websocket
 from .status import status_response
 
 log = logging.getLogger(__name__)
@@ -65,10 +68,10 @@ class KubeletAPI:
             return await self.exec(request, *args)
         if head == "exec" and len(args) == 4:  # /exec/{ns}/{pod}/{uid}/{container}
             return await self.exec(request, args[0], args[1], args[3])
-        if head == "attach":
-            # The process runtime keeps no console to attach to: a container's output goes
-            # straight to its log file and its stdin is /dev/null.
-            return status_response(400, "attach is not supported by the process runtime; use exec or logs -f")
+        if head == "attach" and len(args) == 3:
+            return await self.attach(request, *args)
+        if head == "attach" and len(args) == 4:  # /attach/{ns}/{pod}/{uid}/{container}
+            return await self.attach(request, args[0], args[1], args[3])
         if head == "portForward" and len(args) in (2, 3):
             return await self.port_forward(request, args[0], args[1])
         return status_response(404, f"no kubelet endpoint {request.path}")
@@ -112,6 +115,36 @@ class KubeletAPI:
         if is_websocket_upgrade(request):
             return await serve_exec_websocket(request, options, target)
         return await serve_exec_spdy(request, options, target)
+
+    async def attach(self, request: Request, namespace: str, pod: str, container: str) -> Response:
+        try:
+            options = StreamOptions.from_query(request.query)
+        except StreamOptionError as exc:
+            return status_response(400, str(exc))
+        if not (is_websocket_upgrade(request) or is_spdy_upgrade(request)):
+            return status_response(400, "attach needs a websocket (v5/v4.channel.k8s.io) or SPDY/3.1 upgrade")
+        where = f"unable to attach to {namespace}/{pod}"
+        target = self.pods.container_attach(namespace, pod, container)
+        if target is None:
+            if self.pods.find_uid(namespace, pod) is None:
+                return status_response(404, f"{where}: pod not found on this node")
+            return status_response(404, f"{where}: container {container!r} not found in the pod")
+        if not target.running:
+            return status_response(400, f"{where}: container {container!r} is not running")
+        if not target.socket:
+            return status_response(400, f"{where}: container {container!r} was started before attach was "
+                                        "supported; it gets a console when it restarts")
+        if options.stdin and not target.stdin:
+            # As the CRI runtimes: only a container created with stdin: true has a stdin to share.
+            return status_response(400, f"{where}: stdin requested but container {container!r} was not created "
+                                        "with stdin: true")
+        transport = "websocket" if is_websocket_upgrade(request) else "spdy"
+        log.info("attach", extra=fields(pod=f"{namespace}/{pod}", container=container, tty=target.tty,
+                                        stdin=options.stdin, transport=transport))
+        session = AttachSession(target, options)
+        if transport == "websocket":
+            return await serve_websocket(request, options, session, label="attach")
+        return await serve_spdy(request, options, session, label="attach")
 
     async def port_forward(self, request: Request, namespace: str, pod: str) -> Response:
         if not (is_websocket_upgrade(request) or is_spdy_upgrade(request)):

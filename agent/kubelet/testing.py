@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgectl.agent.runtime.interface import ContainerLogs, ContainerProcess, PodNetwork
+from edgectl.agent.runtime.interface import ContainerAttach, ContainerLogs, ContainerProcess, PodNetwork
 from edgectl.joinproto import NodeCerts
 
 PR_SET_PDEATHSIG = 1
@@ -100,6 +100,7 @@ class StaticPods:
     container: str = "main"
     uid: str = "uid-1"
     running: bool = True
+    attach: ContainerAttach | None = None  # the console, when a real shim runs the container
 
     def _is(self, namespace: str, pod: str, container: str | None = None) -> bool:
         return (namespace, pod) == (self.namespace, self.pod) and container in (None, self.container)
@@ -119,6 +120,9 @@ class StaticPods:
         files = sorted(self.log_dir.glob("*.log"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
         return ContainerLogs(current=str(files[-1]) if files else None,
                              previous=str(files[-2]) if len(files) > 1 else None, running=self.running)
+
+    def container_attach(self, namespace: str, pod: str, container: str) -> ContainerAttach | None:
+        return self.attach if self._is(namespace, pod, container) else None
 
     def pod_network(self, namespace: str, pod: str) -> PodNetwork | None:
         if not self._is(namespace, pod):

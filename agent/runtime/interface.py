@@ -186,6 +186,21 @@ class ContainerLogs:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ContainerAttach:
+    """A container's console (kubelet API ``/attach``): the shim's attach
+    socket (protocol in ``attachproto``) and the console fields of its spec."""
+
+    pod_uid: str
+    container: str
+    container_id: str  # "process://<id>"
+    running: bool
+    socket: str  # "" when the instance has none (started before attach existed)
+    stdin: bool
+    stdin_once: bool
+    tty: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class PodNetwork:
     """Where a pod's network lives (kubelet API ``/portForward``)."""
 
@@ -204,6 +219,8 @@ class PodView(Protocol):
     def container_process(self, namespace: str, pod: str, container: str) -> ContainerProcess | None: ...
 
     def container_logs(self, namespace: str, pod: str, container: str) -> ContainerLogs | None: ...
+
+    def container_attach(self, namespace: str, pod: str, container: str) -> ContainerAttach | None: ...
 
     def pod_network(self, namespace: str, pod: str) -> PodNetwork | None: ...
 

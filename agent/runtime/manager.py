@@ -38,6 +38,7 @@ from .interface import (
 from .lifecycle import Backoff, ContainerRecord
 from .prober import Key as ProbeKey, Prober, ProbeTarget
 from .probes import Readiness
+from .interface import ContainerAttach
 from .shim import proc_start_ticks
 from .spec import ContainerSpec, PodSpec, PodSpecError, parse_pod
 
@@ -720,6 +721,23 @@ class PodManager:
         return ContainerLogs(current=c.handle.log_path if c.handle else None,
                              previous=c.last_handle.log_path if c.last_handle else None,
                              running=c.running)
+
+    def container_attach(self, namespace: str, pod: str, container: str) -> ContainerAttach | None:
+        """The console of the current instance; the socket path is part of the
+        persisted handle, so attach works again after an agent restart."""
+        found = self._container(namespace, pod, container)
+        if found is None:
+            return None
+        rec, c = found
+        spec = rec.spec.container(container)
+        assert spec is not None
+        handle = c.handle
+        running = bool(c.running and handle is not None
+                       and proc_start_ticks(handle.pid) == handle.data.get("pid_start"))
+        return ContainerAttach(pod_uid=rec.uid, container=container,
+                               container_id=f"{self.runtime.name}://{handle.id}" if handle else "",
+                               running=running, socket=str(handle.data.get("attach") or "") if handle else "",
+                               stdin=spec.stdin, stdin_once=spec.stdin_once, tty=spec.tty)
 
     def pod_network(self, namespace: str, pod: str) -> PodNetwork | None:
         uid = self.find_uid(namespace, pod)

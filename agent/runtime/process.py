@@ -32,6 +32,7 @@ from edgectl.log import fields
 
 from . import atomicwriter, cni, podfiles
 from .interface import ContainerExit, ContainerHandle, ContainerStartError, Sandbox, SandboxError
+from . import attachproto
 from .shim import proc_start_ticks
 from .spec import ContainerSpec, PodSpec
 from .volumes import KINDS as PROJECTED_KINDS, VolumeError, validate_sub_path
@@ -374,6 +375,7 @@ class ProcessRuntime:
         cdir.mkdir(parents=True)
         log_path = container_log_path(self.config.log_dir, pod, container.name, restart_count)
         self._prune_logs(log_path, keep_from=restart_count - 1)
+        env = {**env, "TERM": env.get("TERM", "xterm")} if container.tty else env  # as containerd's WithTTY
         spec = {
             "name": container.name,
             "argv": podfiles.container_argv(container, env),
@@ -386,6 +388,11 @@ class ProcessRuntime:
             "log_max_bytes": self.config.log_max_bytes,
             "log_max_files": self.config.log_max_files,
             "exit": str(cdir / "exit.json"),
+            # The console (shim + console.py): attach socket, stdin pipe or pty.
+            "attach": str(cdir / attachproto.SOCKET_NAME),
+            "stdin": container.stdin,
+            "stdinOnce": container.stdin_once,
+            "tty": container.tty,
         }
         (cdir / "spec.json").write_text(json.dumps(spec))
         with open(cdir / "shim.log", "ab") as shim_log:
@@ -409,7 +416,7 @@ class ProcessRuntime:
             id=cid, name=container.name, restart_count=restart_count, pid=int(report.get("pid") or 0),
             started_at=float(report.get("started_at") or time.time()), log_path=str(log_path),
             data={"dir": str(cdir), "pid_start": report.get("pid_start"), "shim_pid": report.get("shim_pid", 0),
-                  "shim_start": report.get("shim_start")},
+                  "shim_start": report.get("shim_start"), "attach": str(cdir / attachproto.SOCKET_NAME)},
         )
         log.info("container started", extra=fields(pod=pod.key, container=container.name, pid=handle.pid,
                                                    restarts=restart_count, error=report.get("error", "")))

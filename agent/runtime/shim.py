@@ -13,7 +13,10 @@ their exit codes survive an agent restart. Then it:
    /proc, changes directory and execs the command;
 2. prints one JSON line on stdout for the agent (the container's host PID and
    start time, or a start error) and closes stdout;
-3. copies the container's stdout/stderr into the CRI log file;
+3. copies the container's stdout/stderr into the CRI log file and serves its
+   console to attachers on ``attach.sock`` (``console.py``, protocol in
+   ``attachproto.py``): with ``tty`` the container's stdio is a pty slave (its
+   controlling terminal, in a new session), with ``stdin`` alone a pipe;
 4. writes ``exit.json`` (exit code, signal, time) when the container ends.
 
 The shim stays in the node's namespaces as the container's parent, so it is
@@ -24,17 +27,18 @@ container (the whole PID namespace) goes with it, and nothing runs untracked.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
-import select
 import signal
 import sys
+import termios
 import time
 
 try:  # imported as part of the package (tests) or run as a script (runtime)
-    from .crilog import LineSplitter
+    from .console import Console, wait_status_to_exit
 except ImportError:
-    from crilog import LineSplitter  # type: ignore[no-redef]
+    from console import Console, wait_status_to_exit  # type: ignore[no-redef]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -76,7 +80,7 @@ def _write_json(path: str, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def _exec_container(spec: dict, out_w: int, err_w: int, report_w: int) -> None:
+def _exec_container(spec: dict, stdio: tuple[int, int, int], report_w: int) -> None:
     """Runs in the forked child, PID 1 of the new PID namespace, until exec."""
     # If the shim dies, nothing could report this container any more: die too.
     # (No getppid() re-check for a shim that died before this line: in a new
@@ -96,8 +100,12 @@ def _exec_container(spec: dict, out_w: int, err_w: int, report_w: int) -> None:
         if m.get("readOnly"):
             _mount(None, m["target"], None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's view
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
+    stdin_r, out_w, err_w = stdio
+    if spec.get("tty"):
+        # Our own session, with the pty slave as its controlling terminal (as runc's console).
+        os.setsid()
+        fcntl.ioctl(out_w, termios.TIOCSCTTY, 0)
+    os.dup2(stdin_r if stdin_r >= 0 else os.open("/dev/null", os.O_RDONLY), 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.closerange(3, report_w)
@@ -110,8 +118,17 @@ def _exec_container(spec: dict, out_w: int, err_w: int, report_w: int) -> None:
 
 def _start(spec: dict) -> tuple[int, str]:
     """Start the container; return (host PID, start error message or '')."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    stdin_r = stdin_w = -1
+    if spec.get("tty"):
+        out_r, out_w = os.openpty()  # stdin, stdout and stderr are all the slave
+        err_r, err_w = -1, out_w
+        stdin_w = out_r if spec.get("stdin") else -1
+        stdin_r = out_w
+    else:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        if spec.get("stdin"):
+            stdin_r, stdin_w = os.pipe()
     report_r, report_w = os.pipe2(os.O_CLOEXEC)  # closed by a successful exec
     # Only the shim's children land in the new PID namespace; the shim stays
     # outside, as the parent that can waitpid() the container's PID 1.
@@ -119,19 +136,20 @@ def _start(spec: dict) -> tuple[int, str]:
     pid = os.fork()
     if pid == 0:
         try:
-            for fd in (out_r, err_r, report_r):
+            for fd in {out_r, err_r, stdin_w, report_r} - {-1}:
                 os.close(fd)
-            _exec_container(spec, out_w, err_w, report_w)
+            _exec_container(spec, (stdin_r, out_w, err_w), report_w)
         except BaseException as exc:  # noqa: BLE001 - reported, then exit
             os.write(report_w, _describe(exc, spec).encode())
         os._exit(EXIT_START_FAILED)
-    for fd in (out_w, err_w, report_w):
+    for fd in {out_w, err_w, stdin_r, report_w} - {-1, stdin_w}:
         os.close(fd)
     error = b""
     while chunk := os.read(report_r, 4096):
         error += chunk
     os.close(report_r)
     spec["_pipes"] = (out_r, err_r)
+    spec["_stdin"] = stdin_w
     return pid, error.decode(errors="replace")
 
 
@@ -180,20 +198,15 @@ class _LogFile:
             os.unlink(os.path.join(folder, old))
 
 
-def _pump_logs(spec: dict, log: _LogFile) -> None:
+def _console(spec: dict, log: _LogFile, pid: int) -> Console:
     out_r, err_r = spec["_pipes"]
-    splitters = {out_r: LineSplitter("stdout"), err_r: LineSplitter("stderr")}
-    open_fds = [out_r, err_r]
-    while open_fds:
-        ready, _, _ = select.select(open_fds, [], [])
-        for fd in ready:
-            data = os.read(fd, 65536)
-            records = splitters[fd].feed(data) if data else splitters[fd].close()
-            if records:
-                log.write(records)
-            if not data:
-                open_fds.remove(fd)
-                os.close(fd)
+    stdin_w = spec["_stdin"]
+    if spec.get("tty"):  # one terminal: everything it shows is stdout, as upstream logs it
+        return Console(log=log, pid=pid, outputs={out_r: "stdout"}, stdin_fd=stdin_w if stdin_w >= 0 else None,
+                       pty=out_r, stdin_once=bool(spec.get("stdinOnce")), socket_path=spec.get("attach"))
+    return Console(log=log, pid=pid, outputs={out_r: "stdout", err_r: "stderr"},
+                   stdin_fd=stdin_w if stdin_w >= 0 else None, pty=None,
+                   stdin_once=bool(spec.get("stdinOnce")), socket_path=spec.get("attach"))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -212,26 +225,20 @@ def supervise(spec: dict, report) -> int:  # noqa: ANN001 - report: Callable[[di
     started = time.time()
     pid, error = _start(spec)
     if error:
-        out_r, err_r = spec["_pipes"]
-        os.close(out_r)
-        os.close(err_r)
+        for fd in {*spec["_pipes"], spec["_stdin"]} - {-1}:
+            os.close(fd)
         if pid:
             os.waitpid(pid, 0)
         _write_json(spec["exit"], {"exit_code": EXIT_START_FAILED, "signal": None, "finished_at": time.time(),
                                    "reason": "StartError", "message": error})
         report({"error": error})
         return 0
+    console = _console(spec, log, pid)
     report({"pid": pid, "pid_start": proc_start_ticks(pid), "shim_pid": os.getpid(),
             "shim_start": proc_start_ticks(os.getpid()), "started_at": started})
-    _pump_logs(spec, log)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    sig = -code if code < 0 else None
-    exit_code = 128 + sig if sig else code
-    _write_json(spec["exit"], {
-        "exit_code": exit_code, "signal": sig, "finished_at": time.time(),
-        "reason": "Completed" if exit_code == 0 else "Error", "message": "",
-    })
+    ended = wait_status_to_exit(console.run())
+    _write_json(spec["exit"], {**ended, "finished_at": time.time()})
+    console.finish(ended["exit_code"])  # attachers hear of the exit after it is recorded
     return 0
 
 

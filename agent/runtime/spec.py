@@ -91,6 +91,10 @@ class ContainerSpec:
     unsupported: tuple[str, ...] = ()
     # kind (liveness/readiness/startup) -> probe; init containers have none.
     probes: tuple[tuple[str, ProbeSpec], ...] = ()
+    # The console: stdin open for attachers, closed after the first one (stdinOnce), a pty.
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
 
     def probe(self, kind: str) -> ProbeSpec | None:
         return dict(self.probes).get(kind)
@@ -265,6 +269,9 @@ def _container(doc: Mapping[str, Any], *, init: bool) -> ContainerSpec:
         requests=_resource_list(resources.get("requests")),
         unsupported=tuple(unsupported),
         probes=tuple(probes),
+        stdin=doc.get("stdin") is True,
+        stdin_once=doc.get("stdinOnce") is True,
+        tty=doc.get("tty") is True,
     )
 
 
