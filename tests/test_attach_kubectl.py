@@ -5,7 +5,8 @@ server's pods/attach proxy and the node's tunnel to the kubelet.
 - ``kubectl run -i --rm ... --restart=Never`` with piped input (websocket v5
   with 1.33, SPDY with 1.27): the container reads it, stdinOnce closes it,
   the pod is removed and kubectl exits with the container's code;
-- ``kubectl run -it --rm`` on a pty: the shell sees kubectl's terminal size;
+- ``kubectl run -it --rm`` (1.33 and 1.27) and ``kubectl attach -it`` to a
+  running tty pod, on a pty: the shell sees kubectl's terminal size;
 - ``kubectl attach -i`` to a running pod, across an agent restart (the shim
   keeps the console) and a container restart (a new console; the old
   session ends).
@@ -131,9 +132,11 @@ def _read_until(master: int, seen: bytearray, text: bytes) -> None:
             seen += data
 
 
-def test_kubectl_run_it_rm_gets_a_terminal_of_the_right_size(kc: Cluster) -> None:
-    proc, master = _spawn_on_pty(kc.argv("run", "-it", "--rm", "dbg-tty", "--image=x", "--restart=Never",
-                                         "--command", "--", "sh"), rows=33, cols=111)
+@pytest.mark.parametrize("version", ["1.33", "1.27"])
+def test_kubectl_run_it_rm_gets_a_terminal_of_the_right_size(kc: Cluster, version: str) -> None:
+    name = f"dbg-tty-{version.replace('.', '')}"
+    proc, master = _spawn_on_pty(kc.argv("run", "-it", "--rm", name, "--image=x", "--restart=Never",
+                                         "--command", "--", "sh", version=version), rows=33, cols=111)
     seen = bytearray()
     try:
         _read_until(master, seen, b"try pressing enter")
@@ -149,7 +152,30 @@ def test_kubectl_run_it_rm_gets_a_terminal_of_the_right_size(kc: Cluster) -> Non
         os.close(master)
     text = seen.decode(errors="replace")
     assert "33 111" in text and "/dev/pts/" in text, text
-    assert kc.kubectl("get", "pod", "dbg-tty", "--ignore-not-found", "-o", "name").stdout == ""
+    assert kc.kubectl("get", "pod", name, "--ignore-not-found", "-o", "name").stdout == ""
+
+
+def test_kubectl_attach_it_to_a_running_tty_pod(kc: Cluster) -> None:
+    kc.apply_pod("shell", ["sh"], stdin=True, tty=True)
+    kc.wait_running("shell")
+    proc, master = _spawn_on_pty(kc.argv("attach", "-it", "shell", version="1.27"), rows=40, cols=120)  # SPDY
+    seen = bytearray()
+    try:
+        _read_until(master, seen, b"try pressing enter")
+        os.write(master, b"\r")
+        _read_until(master, seen, b"# ")
+        os.write(master, b"stty size; echo term=$TERM; exit 4\r")
+        _read_until(master, seen, b"term=xterm")
+        assert proc.wait(WAIT) == 0, bytes(seen)  # the console ended with the container; attach reports no code
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert "40 120" in seen.decode(errors="replace"), bytes(seen)
+    pod = kc.wait_running("shell", restarts=1)  # restartPolicy Always: a new instance
+    assert pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 4
+    kc.kubectl("delete", "pod", "shell", "--wait=false")
 
 
 class Attach:
