@@ -98,6 +98,7 @@ WORKLOAD_STATUS = {"replicas": INT, "readyReplicas": INT, "availableReplicas": I
 ROLLING_UPDATE = {"maxSurge": S, "maxUnavailable": S}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
+    "controllerrevisions": {**TOP, "data": ANY, "revision": INT},
     "deployments": {**TOP, "spec": {
         "replicas": INT, "selector": LABEL_SELECTOR, "template": POD_TEMPLATE, "strategy": {"type": S, "rollingUpdate": ROLLING_UPDATE},
         "minReadySeconds": INT, "revisionHistoryLimit": INT, "paused": BOOL, "progressDeadlineSeconds": INT,

@@ -78,6 +78,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("replicasets", "replicaset", "ReplicaSet", "apps", "v1", True, ("rs",), ("status", "scale"),
              categories=("all",)),
     Resource("daemonsets", "daemonset", "DaemonSet", "apps", "v1", True, ("ds",), ("status",), categories=("all",)),
+    # A DaemonSet's template history (``kubectl rollout history/undo daemonset``).
+    Resource("controllerrevisions", "controllerrevision", "ControllerRevision", "apps", "v1", True),
     # Not stored: answered from the authorizer (``kubectl auth can-i``).
     Resource("selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", "authorization.k8s.io",
              "v1", False, verbs=("create",)),

@@ -396,7 +396,16 @@ _DS_COLS: list[Column] = [
 ]
 
 
+def _revision_row(obj: Obj, now: dt.datetime) -> list[Any]:
+    owner = next((r for r in (obj.get("metadata") or {}).get("ownerReferences") or []
+                  if isinstance(r, dict) and r.get("controller")), None)
+    controller = f"{str(owner.get('kind', '')).lower()}.{str(owner.get('apiVersion', '')).split('/')[0]}/{owner.get('name')}" \
+        if owner else "<none>"
+    return [_name(obj), controller, int(obj.get("revision") or 0), age(obj, now)]
+
+
 PRINTERS: dict[str, Printer] = {
+    "controllerrevisions": ([_name_col(), _col("Controller"), _col("Revision", typ="integer"), _age_col()], _revision_row),
     "deployments": (_DEPLOY_COLS, _deploy_row),
     "replicasets": (_RS_COLS, _rs_row),
     "daemonsets": (_DS_COLS, _ds_row),

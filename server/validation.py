@@ -829,7 +829,15 @@ def validate_daemonset(obj: Obj, old: Obj | None) -> list[Cause]:
     return _workload("daemonsets", obj, old)
 
 
+def validate_controllerrevision(obj: Obj, old: Obj | None) -> list[Cause]:
+    out = _non_negative("revision", obj.get("revision"))
+    if old is not None and obj.get("data") != old.get("data"):
+        out.append(invalid("data", "<data>", "field is immutable"))
+    return out
+
+
 _BY_KIND: dict[str, Callable[[Obj, Obj | None], list[Cause]]] = {
+    "controllerrevisions": validate_controllerrevision,
     "deployments": validate_deployment,
     "replicasets": validate_replicaset,
     "daemonsets": validate_daemonset,

@@ -392,6 +392,23 @@ def test_daemonset_one_pod_per_eligible_node(srv: ServerProcess, tmp_path: Path)
     assert {p["metadata"]["labels"]["controller-revision-hash"] for p in placed} != {old_hash}
     assert {p["spec"]["containers"][0]["image"] for p in placed} == {"busybox:1.37"}
 
+    # Each template is a ControllerRevision: history lists both, undo goes back.
+    revs = sorted(items(srv, apps("ds1", "controllerrevisions")), key=lambda r: r["revision"])
+    revs = [r for r in revs if r["metadata"]["ownerReferences"][0]["name"] == "all"]
+    assert [r["revision"] for r in revs] == [1, 2] and revs[0]["metadata"]["name"] == f"all-{old_hash}"
+    history = srv.kubectl(V, "-n", "ds1", "rollout", "history", "daemonset/all").stdout
+    assert [line.split()[0] for line in history.strip().splitlines()[2:]] == ["1", "2"], history
+    srv.kubectl(V, "-n", "ds1", "rollout", "undo", "daemonset/all")
+    srv.kubectl(V, "-n", "ds1", "rollout", "status", "daemonset/all", "--timeout=90s", timeout=100)
+    poll("the old template back on both nodes", lambda: sorted(
+        (p["spec"]["nodeName"], p["spec"]["containers"][0]["image"]) for p in ds_pods(srv, "ds1", "all"))
+        == [("apps-n1", "busybox:1.36"), ("apps-n2", "busybox:1.36")])
+    revs = {r["metadata"]["name"]: r["revision"] for r in items(srv, apps("ds1", "controllerrevisions"))}
+    assert revs[f"all-{old_hash}"] == 3
+    table = srv.kubectl(V, "-n", "ds1", "get", "controllerrevisions").stdout.splitlines()
+    assert table[0].split() == ["NAME", "CONTROLLER", "REVISION", "AGE"]
+    assert [f"all-{old_hash}", "daemonset.apps/all", "3"] in [line.split()[:3] for line in table], table
+
 
 # --- garbage collection ------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ Pods carry ``controller-revision-hash`` (a hash of the template). With the
 RollingUpdate strategy, pods of an older hash are deleted, unavailable ones
 first, while at most ``maxUnavailable`` nodes are without an available pod;
 the node then gets a pod of the current template. OnDelete replaces nothing.
+Each template is also kept as a ControllerRevision (``_history``), which is
+what ``kubectl rollout history|undo daemonset`` read.
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ from ..status import ApiError
 from .loop import run_loop
 from .scheduler import selector_matches, tolerates
 from .workloads import (
-    available_in, by_namespace, claim, int_or_percent, is_active, is_ready, meta, parse_time, pod_from_template,
-    record_event,
+    available_in, by_namespace, claim, int_or_percent, is_active, is_ready, meta, owner_ref, parse_time,
+    pod_from_template, record_event,
     selector_of, sync_each, template_hash,
 )
 
@@ -136,6 +138,7 @@ class DaemonSetController:
         self.ds = registry.resource("daemonsets", "apps")
         self.pods = registry.resource("pods")
         self.nodes = registry.resource("nodes")
+        self.revisions = registry.resource("controllerrevisions", "apps")
 
     async def reconcile(self) -> float | None:
         dss = (await self.registry.list(self.ds)).items
@@ -143,9 +146,11 @@ class DaemonSetController:
             return None
         nodes = (await self.registry.list(self.nodes)).items
         pods = by_namespace((await self.registry.list(self.pods)).items)
-        return await sync_each("daemonset", dss, lambda ds: self.sync(ds, nodes, pods.get(meta(ds)["namespace"], [])))
+        revisions = by_namespace((await self.registry.list(self.revisions)).items)
+        return await sync_each("daemonset", dss, lambda ds: self.sync(
+            ds, nodes, pods.get(meta(ds)["namespace"], []), revisions.get(meta(ds)["namespace"], [])))
 
-    async def sync(self, ds: Obj, nodes: list[Obj], ns_pods: list[Obj]) -> float | None:
+    async def sync(self, ds: Obj, nodes: list[Obj], ns_pods: list[Obj], ns_revisions: list[Obj] | None = None) -> float | None:
         ns, name = meta(ds)["namespace"], meta(ds)["name"]
         owned = await claim(self.registry, self.pods, ds, self.ds, ns_pods, selector_of(ds))
         if meta(ds).get("deletionTimestamp"):
@@ -154,6 +159,7 @@ class DaemonSetController:
         template = spec.get("template") or {}
         pod_spec = template.get("spec") or {}
         current = template_hash(template)
+        await self._history(ds, ns_revisions or [], current, {(meta(p).get("labels") or {}).get(HASH_LABEL) for p in owned})
         min_ready = int(spec.get("minReadySeconds") or 0)
         now = self.clock()
         on_node: dict[str, list[Obj]] = {}
@@ -210,6 +216,42 @@ class DaemonSetController:
                                message=f"Deleted pod: {meta(pod)['name']}")
         remaining = [p for p in owned if meta(p)["name"] not in gone and is_active(p)]
         return await self._sync_status(ds, desired_nodes, remaining, current, min_ready, now)
+
+    async def _history(self, ds: Obj, ns_revisions: list[Obj], current: str, in_use: set[str | None]) -> None:
+        """One ControllerRevision per template (``<ds>-<hash>``, data = the
+        template as a strategic-merge patch that replaces it, as upstream), the
+        current one holding the highest revision number; unused ones beyond
+        revisionHistoryLimit are deleted, oldest first."""
+        ns, name = meta(ds)["namespace"], meta(ds)["name"]
+        owned = await claim(self.registry, self.revisions, ds, self.ds, ns_revisions, selector_of(ds))
+        top = max((int(r.get("revision") or 0) for r in owned), default=0)
+        mine = next((r for r in owned if (meta(r).get("labels") or {}).get(HASH_LABEL) == current), None)
+        template = (ds.get("spec") or {}).get("template") or {}
+        if mine is None:
+            revision = {
+                "apiVersion": "apps/v1", "kind": "ControllerRevision",
+                "metadata": {"name": f"{name}-{current}", "namespace": ns,
+                             "labels": {**((template.get("metadata") or {}).get("labels") or {}), HASH_LABEL: current},
+                             "ownerReferences": [owner_ref(ds, self.ds)]},
+                "data": {"spec": {"template": {**template, "$patch": "replace"}}},
+                "revision": top + 1,
+            }
+            mine = await self.registry.create(self.revisions, revision, namespace=ns)
+            owned.append(mine)
+        elif int(mine.get("revision") or 0) < top:
+            def bump(cur: Obj) -> Obj:
+                cur["revision"] = top + 1  # a rollback makes the old template the newest revision
+                return cur
+            await self.registry.guaranteed_update(self.revisions, ns, meta(mine)["name"], bump)
+        limit = int((ds.get("spec") or {}).get("revisionHistoryLimit", 10))
+        idle = sorted((r for r in owned if r is not mine and (meta(r).get("labels") or {}).get(HASH_LABEL) not in in_use),
+                      key=lambda r: int(r.get("revision") or 0))
+        for r in idle[:max(0, len(idle) - limit)]:
+            try:
+                await self.registry.delete(self.revisions, ns, meta(r)["name"])
+            except ApiError as exc:
+                if exc.code != 404:
+                    raise
 
     def _rolling(self, ds: Obj, desired_nodes: list[str], owned: list[Obj], current: str, min_ready: int,
                  now: float, already: list[Obj]) -> list[Obj]:
