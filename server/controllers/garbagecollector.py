@@ -15,11 +15,17 @@ Each pass lists every stored kind and plans from that snapshot (``plan``, pure):
 
 An owner missing from the snapshot is looked up directly before anything is
 deleted (it may have been created after its kind was listed).
+
+Pods bound to a Node that no longer exists are force-deleted (upstream's pod
+GC) once the node has been missing for ``ORPHAN_POD_GRACE`` seconds, so a
+ReplicaSet replaces them and a removed node's Terminating pods do not stay
+forever (no kubelet will ever confirm them).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +42,7 @@ Obj = dict[str, Any]
 # Kinds whose churn would wake the collector for nothing (node heartbeats,
 # events); the periodic resync still covers them.
 UNWATCHED = ("leases", "events")
+ORPHAN_POD_GRACE = 40.0  # upstream's pod GC quarantine for pods of missing nodes
 
 Ref = tuple[str, str | None, str]  # (plural.group, namespace, name)
 
@@ -107,10 +114,22 @@ def plan(objects: Iterable[tuple[Resource, Obj]]) -> Plan:
     return out
 
 
+def pods_on_missing_nodes(objects: Iterable[tuple[Resource, Obj]]) -> list[Obj]:
+    """Pods bound (spec.nodeName) to a node that is not in the snapshot."""
+    objects = list(objects)
+    nodes = {_meta(o).get("name") for r, o in objects if r.plural == "nodes"}
+    return [o for r, o in objects if r.plural == "pods" and (o.get("spec") or {}).get("nodeName")
+            and o["spec"]["nodeName"] not in nodes]
+
+
 class GarbageCollector:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, clock: Callable[[], float] = time.monotonic,
+                 orphan_pod_grace: float = ORPHAN_POD_GRACE) -> None:
         self.registry = registry
+        self.clock = clock
+        self.orphan_pod_grace = orphan_pod_grace
         self.kinds = [r for r in registry.table.resources if r.plural not in VIRTUAL]
+        self._missing_since: dict[str, float] = {}  # pod uid -> when its node was first seen missing
 
     async def reconcile(self) -> float | None:
         objects: list[tuple[Resource, Obj]] = []
@@ -132,7 +151,32 @@ class GarbageCollector:
                 await self._delete(res, ns, name, "Background")
             else:
                 await self._strip(res, ns, name, dangling)
-        return None
+        return await self._collect_orphaned_pods(pods_on_missing_nodes(objects))
+
+    async def _collect_orphaned_pods(self, pods: list[Obj]) -> float | None:
+        now = self.clock()
+        seen = {_meta(p).get("uid"): p for p in pods}
+        self._missing_since = {uid: t for uid, t in self._missing_since.items() if uid in seen}
+        wait: float | None = None
+        pods_res = self.registry.resource("pods")
+        for uid, pod in seen.items():
+            since = self._missing_since.setdefault(str(uid), now)
+            left = since + self.orphan_pod_grace - now
+            if left > 0:
+                wait = left if wait is None else min(wait, left)
+                continue
+            ns, name = _meta(pod).get("namespace"), _meta(pod)["name"]
+            try:  # the node may have (re)appeared since the snapshot
+                await self.registry.get(self.registry.resource("nodes"), None, pod["spec"]["nodeName"])
+                continue
+            except ApiError as exc:
+                if exc.code != 404:
+                    raise
+            if await self._guard(self.registry.delete(pods_res, ns, name, grace_period_seconds=0)):
+                log.info("garbage collector force-deleted a pod of a missing node",
+                         extra=fields(pod=f"{ns}/{name}", node=pod["spec"]["nodeName"]))
+            self._missing_since.pop(str(uid), None)
+        return wait
 
     async def _owner_exists(self, ref: Obj, namespace: str | None) -> bool:
         res = self.registry.table.by_kind(str(ref.get("apiVersion", "")), str(ref.get("kind", "")))
