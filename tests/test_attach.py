@@ -238,6 +238,30 @@ def test_stdin_is_refused_without_stdin_true(tmp_path: Path) -> None:
         viewer.until(lambda a: a.output().count(b"tick\n") >= 3)  # the console carries on
 
 
+def test_stdin_still_works_after_the_container_closed_its_output(tmp_path: Path) -> None:
+    note = tmp_path / "note"  # containers share the host's filesystem
+    with shim(tmp_path, f"exec >&- 2>&-; read x; echo $x > {note}; exit 6", stdin=True, stdin_once=True) as c:
+        a = Attacher(c.socket, stdin=True)
+        a.send(ap.encode(ap.STDIN, b"still here\n"))
+        assert a.until_exit() == 6
+        assert note.read_text() == "still here\n" and c.log() == []
+
+
+def test_a_stuck_attacher_is_dropped_and_never_stalls_the_container(tmp_path: Path) -> None:
+    size = 12_000_000  # well past the shim's 8 MiB per-attacher buffer and the socket buffers
+    with shim(tmp_path, f"read go; head -c {size} /dev/zero | tr '\\0' x; echo; echo done", stdin=True) as c:
+        stuck = Attacher(c.socket)  # reads its WELCOME, then nothing ever again
+        driver = Attacher(c.socket, stdin=True, stdout=False, stderr=False)
+        driver.send(ap.encode(ap.STDIN, b"go\n"))
+        assert driver.until_exit() == 0  # the container ran to its end regardless
+        assert not driver.output()
+        texts = [r.text for r in c.log()]
+        assert sum(len(t) for t in texts) == size + len("done") and texts[-1] == b"done"
+        with pytest.raises(EOFError):  # dropped: what was sent, then the end, and never EXIT
+            stuck.until(lambda a: any(k == ap.EXIT for k, _ in a.seen))
+        assert stuck.seen and len(stuck.output()) < size
+
+
 # --- the kubelet's /attach --------------------------------------------------------------------
 
 class Certs:

@@ -53,6 +53,25 @@ def listen(path: str) -> socket.socket:
     return sock
 
 
+def _wait(rlist: list[int], wlist: list[int], timeout: float | None) -> tuple[list[int], list[int]]:
+    """poll(2), not select(2): any number of attachers, any descriptor number.
+    A hang-up or error counts as both readable and writable, so the handler
+    that reads or writes meets the EOF or error and cleans up."""
+    events: dict[int, int] = {}
+    for fd in rlist:
+        events[fd] = events.get(fd, 0) | select.POLLIN
+    for fd in wlist:
+        events[fd] = events.get(fd, 0) | select.POLLOUT
+    poller = select.poll()
+    for fd, mask in events.items():
+        poller.register(fd, mask)
+    ready = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+    trouble = select.POLLHUP | select.POLLERR | select.POLLNVAL
+    readable = [fd for fd, ev in ready if ev & (select.POLLIN | trouble) and events[fd] & select.POLLIN]
+    writable = [fd for fd, ev in ready if ev & (select.POLLOUT | trouble) and events[fd] & select.POLLOUT]
+    return readable, writable
+
+
 def set_window_size(fd: int, width: int, height: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
@@ -112,7 +131,7 @@ class Console:
                 if self.stdin_buf and self.stdin_fd is not None:
                     wlist.append(self.stdin_fd)
                 timeout = None if status is None else max(0.0, drain_until - time.monotonic())
-                readable, writable, _ = select.select(rlist, wlist, [], timeout)
+                readable, writable = _wait(rlist, wlist, timeout)
                 for fd in readable:
                     if fd == pidfd:
                         _, status = os.waitpid(self.pid, 0)
@@ -154,7 +173,7 @@ class Console:
                 client.out += frame
         deadline = time.monotonic() + GOODBYE_TIMEOUT
         while (pending := [fd for fd, c in self.clients.items() if c.out]) and time.monotonic() < deadline:
-            _, writable, _ = select.select([], pending, [], max(0.0, deadline - time.monotonic()))
+            _, writable = _wait([], pending, max(0.0, deadline - time.monotonic()))
             for fd in writable:
                 if fd in self.clients:
                     self._flush_client(self.clients[fd])
