@@ -10,6 +10,8 @@ server's pods/attach proxy and the node's tunnel to the kubelet.
 - ``kubectl attach -i`` to a running pod, across an agent restart (the shim
   keeps the console) and a container restart (a new console; the old
   session ends).
+- a pod without ``stdin: true``: ``kubectl attach`` streams its output,
+  ``kubectl attach -i`` gets the kubelet's BadRequest.
 """
 from __future__ import annotations
 
@@ -239,3 +241,18 @@ def test_kubectl_attach_survives_agent_restart_and_follows_container_restart(kc:
     finally:
         third.stop()
     kc.kubectl("delete", "pod", "talk", "--wait=false")
+
+
+def test_kubectl_attach_without_stdin_streams_output_and_refuses_i(kc: Cluster) -> None:
+    kc.apply_pod("quiet", ["sh", "-c", "while sleep 0.2; do echo tick; done"])
+    kc.wait_running("quiet")
+    res = kc.kubectl("attach", "-i", "quiet", input="x\n", check=False)
+    assert res.returncode == 1 and "was not created with stdin: true" in res.stderr, res.stderr
+    proc = subprocess.Popen(kc.argv("attach", "quiet", version="1.27"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and select.select([proc.stdout], [], [], WAIT)[0]
+        assert proc.stdout.readline() == b"tick\n"  # output only, from the moment of attaching
+    finally:
+        proc.kill()
+        proc.communicate(timeout=WAIT)
+    kc.kubectl("delete", "pod", "quiet", "--wait=false")
