@@ -60,7 +60,7 @@ CONTAINER: Spec = {
     6: ("ports", "msg*", {1: ("name", "str"), 2: ("hostPort", "int"), 3: ("containerPort", "int"), 4: ("protocol", "str"),
                           5: ("hostIP", "str")}),
     7: ("env", "msg*", {1: ("name", "str"), 2: ("value", "str")}), 13: ("terminationMessagePath", "str"),
-    14: ("imagePullPolicy", "str"), 20: ("terminationMessagePolicy", "str"), 16: ("stdin", "bool"), 18: ("tty", "bool"),
+    14: ("imagePullPolicy", "str"), 20: ("terminationMessagePolicy", "str"), 16: ("stdin", "bool"), 17: ("stdinOnce", "bool"), 18: ("tty", "bool"),
 }
 POD_SPEC: Spec = {
     2: ("containers", "msg*", CONTAINER), 20: ("initContainers", "msg*", CONTAINER), 3: ("restartPolicy", "str"),

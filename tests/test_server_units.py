@@ -299,3 +299,13 @@ def test_events_expire_after_ttl(tmp_path: Path) -> None:
         assert [e["metadata"]["name"] for e in (await reg.list(events)).items] == ["new"]
 
     run_registry(tmp_path, body)
+
+
+def test_protobuf_container_interactive_fields() -> None:
+    """Container fields 16-18 (stdin, stdinOnce, tty) in a Deployment's pod template."""
+    container = _field(1, "sh") + _field(3, "sh") + _field(16, 1) + _field(17, 1) + _field(18, 1)
+    template = _field(2, _field(2, container))
+    deploy = _field(1, _field(1, "dbg")) + _field(2, _field(3, template))
+    body = protobuf.MAGIC + _field(1, _field(1, "apps/v1") + _field(2, "Deployment")) + _field(2, deploy)
+    c = protobuf.decode_object(body)["spec"]["template"]["spec"]["containers"][0]
+    assert (c["stdin"], c["stdinOnce"], c["tty"]) == (True, True, True)
