@@ -180,6 +180,10 @@ class DeploymentController:
 
         if new_rs is not None and revision(new_rs) <= max_old:
             new_rs = await self._annotate(ns, meta(new_rs)["name"], {REVISION: str(max_old + 1)})
+        min_ready = int(spec.get("minReadySeconds") or 0)
+        if new_rs is not None and int((new_rs.get("spec") or {}).get("minReadySeconds") or 0) != min_ready:
+            new_rs = await self.registry.guaranteed_update(  # a template-less change the ReplicaSet must follow
+                self.rs, ns, meta(new_rs)["name"], lambda cur: {**cur, "spec": {**cur["spec"], "minReadySeconds": min_ready}})
         if paused:
             # No rollout while paused, but a lone active ReplicaSet still follows replicas.
             active = [r for r in owned if spec_replicas(r) > 0]
