@@ -189,6 +189,8 @@ def test_create_deployment_scale_and_rollout_status(srv: ServerProcess) -> None:
     assert "deployment.apps/web scaled" in out.stdout
     out = srv.kubectl(V, "-n", "app1", "rollout", "status", "deployment/web", "--timeout=90s", timeout=100)
     assert 'deployment "web" successfully rolled out' in out.stdout
+    out = srv.kubectl(V, "-n", "app1", "wait", "--for=condition=Available", "deployment/web", "--timeout=60s", timeout=70)
+    assert "condition met" in out.stdout
     scale = get(srv, apps("app1", "deployments") + "/web/scale")
     assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
     assert "app=web" in scale["status"]["selector"]
