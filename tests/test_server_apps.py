@@ -556,3 +556,16 @@ def test_create_deployment_protobuf_keeps_explicit_zero_and_ports(srv: ServerPro
         assert (c["command"], c["ports"]) == (["sleep", "1"], [{"containerPort": 8080, "protocol": "TCP"}]), v
         assert "creationTimestamp" not in d["spec"]["template"]["metadata"], v
         srv.kubectl(v, "delete", "deployment", name)
+
+
+def test_progress_deadline_fails_rollout_status(srv: ServerProcess, tmp_path: Path) -> None:
+    srv.kubectl(V, "create", "namespace", "app6")
+    f = tmp_path / "stuck.yaml"
+    f.write_text(DEPLOY.format(image="example/never-ready:1").replace("name: roll", "name: stuck")
+                 .replace("replicas: 4", "replicas: 1\n  progressDeadlineSeconds: 2"))
+    srv.kubectl(V, "-n", "app6", "apply", "-f", str(f))
+    out = srv.kubectl(V, "-n", "app6", "rollout", "status", "deployment/stuck", "--timeout=90s", timeout=100, check=False)
+    assert out.returncode != 0 and 'deployment "stuck" exceeded its progress deadline' in out.stderr, out.stderr
+    conds = {c["type"]: c for c in get(srv, apps("app6", "deployments") + "/stuck")["status"]["conditions"]}
+    assert (conds["Progressing"]["status"], conds["Progressing"]["reason"]) == ("False", "ProgressDeadlineExceeded")
+    assert conds["Progressing"]["message"].endswith("has timed out progressing.")

@@ -355,7 +355,8 @@ class DeploymentController:
         elif complete:
             new_prog = condition("Progressing", "True", "NewReplicaSetAvailable",
                                  f'ReplicaSet "{rs_name}" has successfully progressed.', now)
-        elif any(status.get(k) != prev.get(k) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")) \
+        elif any((status.get(k) or 0) != (prev.get(k) or 0)
+                 for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")) \
                 or progressing is None or progressing.get("reason") == "NewReplicaSetAvailable":
             new_prog = condition("Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.', now)
         else:
