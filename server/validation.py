@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .resources import Resource
-from .selectors import label_key_error, label_value_error
+from .selectors import SelectorError, from_structured, label_key_error, label_value_error
 from .status import Cause
 
 Obj = dict[str, Any]
@@ -715,8 +715,6 @@ def _non_negative(path: str, value: Any) -> list[Cause]:
 
 
 def _selector_matches(sel: Obj, labels: Obj) -> bool:
-    from .selectors import SelectorError, from_structured
-
     try:
         return from_structured(sel).matches({str(k): str(v) for k, v in labels.items()})
     except SelectorError:
