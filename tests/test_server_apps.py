@@ -304,6 +304,14 @@ def test_recreate_strategy_replaces_all_pods(srv: ServerProcess, tmp_path: Path)
     srv.kubectl(V, "-n", "app3", "rollout", "status", "deployment/rec", "--timeout=90s", timeout=100)
     live = [p for p in items(srv, pods("app3")) if not p["metadata"].get("deletionTimestamp")]
     assert sorted(p["spec"]["containers"][0]["image"] for p in live) == ["busybox:1.37", "busybox:1.37"]
+    # rollout undo (kubectl copies the previous ReplicaSet's template back) returns to 1.36 as revision 3.
+    srv.kubectl(V, "-n", "app3", "rollout", "undo", "deployment/rec")
+    srv.kubectl(V, "-n", "app3", "rollout", "status", "deployment/rec", "--timeout=90s", timeout=100)
+    poll("the old image back", lambda: sorted(p["spec"]["containers"][0]["image"] for p in items(srv, pods("app3"))
+                                               if not p["metadata"].get("deletionTimestamp")) == ["busybox:1.36"] * 2)
+    d = get(srv, apps("app3", "deployments") + "/rec")
+    assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+    assert get(srv, apps("app3", "replicasets") + "/" + first[0]["metadata"]["name"])["spec"]["replicas"] == 2
 
 
 def test_replicaset_adopts_orphans_and_prefers_deleting_unready(srv: ServerProcess) -> None:
