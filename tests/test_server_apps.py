@@ -418,6 +418,10 @@ def test_daemonset_one_pod_per_eligible_node(srv: ServerProcess, tmp_path: Path)
     table = srv.kubectl(V, "-n", "ds1", "get", "controllerrevisions").stdout.splitlines()
     assert table[0].split() == ["NAME", "CONTROLLER", "REVISION", "AGE"]
     assert [f"all-{old_hash}", "daemonset.apps/all", "3"] in [line.split()[:3] for line in table], table
+    # Deleting the DaemonSet takes its pods and its history with it.
+    srv.kubectl(V, "-n", "ds1", "delete", "daemonset", "all")
+    poll("the daemon pods and revisions to go", lambda: not [p for p in items(srv, pods("ds1")) if p["metadata"]["labels"]["app"] == "all"]
+         and not [r for r in items(srv, apps("ds1", "controllerrevisions")) if r["metadata"]["name"].startswith("all-")])
 
 
 # --- garbage collection ------------------------------------------------------------------
