@@ -13,7 +13,6 @@ only adds the subprocess calls.
 """
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
@@ -24,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from edgectl.log import fields
 
+from . import childproc
 from .interface import SandboxError
 
 log = logging.getLogger(__name__)
@@ -294,18 +294,15 @@ class CniNetwork:
             ifname=att.ifname, bin_dirs=self.bin_dirs, prev_result=prev, runtime_config=att.runtime_config,
             cni_args=att.cni_args,
         )
-        proc = await asyncio.create_subprocess_exec(
-            str(exe), env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), PLUGIN_TIMEOUT)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+            # childproc, not asyncio's subprocess transport: a cancel (agent stop
+            # during an adopted pod's CHECK) must never wedge on the child.
+            done = await childproc.run([str(exe)], env=env, stdin=stdin, timeout=PLUGIN_TIMEOUT)
+        except TimeoutError:
             raise CniError(f"CNI {command} timed out in plugin {kind}", plugin=kind) from None
-        if proc.returncode != 0:
-            raise parse_error(plugin=kind, command=command, returncode=proc.returncode or 0, stdout=out, stderr=err)
+        out, err = done.stdout, done.stderr
+        if done.returncode != 0:
+            raise parse_error(plugin=kind, command=command, returncode=done.returncode, stdout=out, stderr=err)
         log.debug("cni plugin ran", extra=fields(command=command, plugin=kind, id=att.container_id))
         return out
 

@@ -20,7 +20,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from edgectl import paths
 from edgectl.aio import wait_event
 from edgectl.log import fields
 
-from . import atomicwriter, envsources, lifecycle, podfiles, volumes
+from . import atomicwriter, envsources, lifecycle, podfiles, tmpfs, volumes
 from .interface import (
     ContainerLogs, ContainerProcess, ContainerStartError, PodNetwork, Runtime, Sandbox, SandboxError,
 )
@@ -150,7 +149,7 @@ class PodManager:
         self._announced_done: set[str] = set()
         self._wake = asyncio.Event()
         self._watched: dict[int, int] = {}  # shim pid -> pidfd
-        self._loaded = False
+        self._load_lock = asyncio.Lock()
         self._load_done = asyncio.Event()
         self._pass = asyncio.Lock()  # run() and close(stop_pods=True) both reconcile
         self._closed = False
@@ -219,10 +218,14 @@ class PodManager:
 
     async def load(self) -> None:
         """Re-adopt pods from disk and drop sandboxes no record knows (once)."""
-        if self._loaded:
-            await self._load_done.wait()  # a concurrent caller must not see half the pods
-            return
-        self._loaded = True
+        # One loader at a time; a concurrent caller must not see half the pods.
+        # A load that was cancelled (agent stopped during a CNI CHECK) is
+        # redone by the next caller instead of leaving it waiting forever.
+        async with self._load_lock:
+            if not self._load_done.is_set():
+                await self._load()
+
+    async def _load(self) -> None:
         for state in sorted(self.data_dir.glob("pods/*/state.json")):
             try:
                 rec = PodRecord.from_dict(json.loads(state.read_text()))
@@ -240,6 +243,12 @@ class PodManager:
                 except SandboxError as exc:
                     log.warning("adopted pod's network fails CNI CHECK", extra=fields(pod=rec.spec.key,
                                                                                       error=str(exc)))
+        for pod_dir in sorted(self.data_dir.glob("pods/*")):
+            if pod_dir.name not in self._pods and pod_dir.is_dir():
+                # No record (unreadable state): nothing will unmount its tmpfs later.
+                failed = tmpfs.unmount_under(pod_dir)
+                if failed:
+                    log.warning("could not unmount an unknown pod's volumes", extra=fields(errors="; ".join(failed)))
         keep = {r.sandbox.id for r in self._pods.values() if r.sandbox and not r.network_released}
         try:
             containers = {h.id for r in self._pods.values() for c in r.containers.values()
@@ -550,7 +559,9 @@ class PodManager:
                 return
             rec.network_released = True
         if forget:
-            shutil.rmtree(self._pod_dir(rec.uid), ignore_errors=True)
+            # Unmounts its tmpfs (secret, projected, emptyDir Memory) first: also
+            # those of a pod that never got a sandbox, or was adopted after a restart.
+            tmpfs.remove_tree(self._pod_dir(rec.uid))
             del self._pods[rec.uid]
             self._published.pop(rec.uid, None)
             self._announced_done.discard(rec.uid)

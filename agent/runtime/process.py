@@ -11,7 +11,6 @@ record, so DEL releases the IP even after the conflist was replaced (flannel).
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
 import json
@@ -30,12 +29,12 @@ from typing import Any, Mapping
 from edgectl import paths
 from edgectl.log import fields
 
-from . import atomicwriter, cni, podfiles
+from . import atomicwriter, childproc, cni, podfiles, tmpfs
 from .interface import ContainerExit, ContainerHandle, ContainerStartError, Sandbox, SandboxError
 from . import attachproto
 from .shim import proc_start_ticks
-from .spec import ContainerSpec, PodSpec
-from .volumes import KINDS as PROJECTED_KINDS, VolumeError, validate_sub_path
+from .spec import ContainerSpec, PodSpec, VolumeSpec
+from .volumes import KINDS as PROJECTED_KINDS, VolumeError, memory_backed, memory_size, validate_sub_path
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,7 @@ SHIM = Path(__file__).with_name("shim.py")
 SANDBOX_PREFIX = "edgectl-"
 POD_IFNAME = "eth0"
 START_TIMEOUT = 15.0
+COMMAND_TIMEOUT = 30.0  # ip netns add/delete
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,14 +82,27 @@ def container_log_path(log_dir: Path, pod: PodSpec, container: str, restart_coun
 
 
 async def _run(*argv: str, check: bool = True) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    text = out.decode(errors="replace").strip()
-    if check and proc.returncode:
+    try:  # childproc: a cancel (agent stop) never wedges on the child
+        done = await childproc.run(argv, stderr=childproc.STDOUT, timeout=COMMAND_TIMEOUT)
+    except TimeoutError:
+        raise SandboxError(f"{' '.join(argv)} timed out after {COMMAND_TIMEOUT:.0f}s") from None
+    text = done.stdout.decode(errors="replace").strip()
+    if check and done.returncode:
         raise SandboxError(f"{' '.join(argv)} failed: {text}")
-    return proc.returncode or 0, text
+    return done.returncode, text
+
+
+def _node_memory() -> int:
+    """MemTotal in bytes: the ceiling of a memory-backed volume (kubelet uses
+    the node's allocatable memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 30
 
 
 def _alive(pid: int, start: Any) -> bool:
@@ -207,7 +220,13 @@ class ProcessRuntime:
                                                               host_resolv=host_resolv))
         for vol in pod.volumes:
             if vol.kind == "emptyDir":
-                (self.pod_dir(pod.uid) / "volumes" / vol.name).mkdir(parents=True, exist_ok=True)
+                path = self.pod_dir(pod.uid) / "volumes" / vol.name
+                path.mkdir(parents=True, exist_ok=True)
+                if memory_backed(vol):  # medium: Memory; kubelet's tmpfs is world-writable and sticky
+                    try:
+                        self._ensure_tmpfs(pod, vol, path, mode=0o1777)
+                    except (VolumeError, OSError) as exc:
+                        raise SandboxError(f"emptyDir {vol.name}: {exc}") from None
 
     async def _teardown_network(self, pod: PodSpec | None, sid: str, *, conflist: cni.NetworkConfigList,
                                 result: Mapping[str, Any] | None) -> list[str]:
@@ -255,7 +274,7 @@ class ProcessRuntime:
         self._remove_mount_points(pod.uid)
         if remove:
             shutil.rmtree(self.pod_dir(pod.uid) / "etc", ignore_errors=True)
-            shutil.rmtree(self.pod_dir(pod.uid) / "volumes", ignore_errors=True)
+            tmpfs.remove_tree(self.pod_dir(pod.uid) / "volumes")  # unmounts secret and Memory tmpfs first
             shutil.rmtree(self.pod_dir(pod.uid) / "containers", ignore_errors=True)
             shutil.rmtree(pod_log_dir(self.config.log_dir, pod), ignore_errors=True)
         if errors:
@@ -327,7 +346,21 @@ class ProcessRuntime:
     def write_volume(self, pod: PodSpec, name: str, payload: atomicwriter.Payload) -> bool:
         """Make a configMap/secret/downwardAPI/projected volume hold ``payload``
         (kubelet's atomic-writer layout; True if anything changed)."""
-        return atomicwriter.write(self.volume_dir(pod.uid, name), payload)
+        target = self.volume_dir(pod.uid, name)
+        vol = next((v for v in pod.volumes if v.name == name), None)
+        if vol is not None and memory_backed(vol):
+            # Secrets never touch the disk. A dir that already holds files
+            # on disk (written by an agent from before tmpfs) keeps them: its
+            # running containers are bound to that dir.
+            if not target.exists() or tmpfs.fs_type(target) == "tmpfs" or not any(target.iterdir()):
+                self._ensure_tmpfs(pod, vol, target, mode=0o755)
+        return atomicwriter.write(target, payload)
+
+    def _ensure_tmpfs(self, pod: PodSpec, vol: VolumeSpec, path: Path, *, mode: int) -> None:
+        """Raises VolumeError (a bad sizeLimit) or OSError (mount failed)."""
+        size = memory_size(pod, vol, node_memory=_node_memory())
+        if tmpfs.ensure(path, size=size, mode=mode):
+            log.info("tmpfs mounted", extra=fields(pod=pod.key, volume=vol.name, size=size))
 
     def _ensure_mount_point(self, uid: str, target: Path, *, is_dir: bool) -> None:
         """Containers share the host filesystem, so a missing mountPath must be
@@ -396,15 +429,12 @@ class ProcessRuntime:
         }
         (cdir / "spec.json").write_text(json.dumps(spec))
         with open(cdir / "shim.log", "ab") as shim_log:
-            proc = await asyncio.create_subprocess_exec(
-                self.config.python, "-E", "-S", str(SHIM), str(cdir / "spec.json"),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=shim_log,
-                start_new_session=True,
-            )
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)  # type: ignore[union-attr]
-        finally:
-            await proc.wait()
+            # The launcher exits at once and the shim closes stdout after its one
+            # line. childproc: an agent stopped mid-start never wedges on it.
+            launched = await childproc.run(
+                [self.config.python, "-E", "-S", str(SHIM), str(cdir / "spec.json")], stderr=shim_log,
+                start_new_session=True, timeout=START_TIMEOUT)
+        line = launched.stdout.split(b"\n", 1)[0]
         try:
             report = json.loads(line)
         except ValueError:

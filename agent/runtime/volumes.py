@@ -358,3 +358,55 @@ def validate_sub_path(sub_path: str) -> None:
         raise VolumeError(f"subPath {sub_path!r}: must not contain '..'")
     if "\x00" in sub_path:
         raise VolumeError(f"subPath {sub_path!r}: must not contain NUL")
+
+
+# ---- medium Memory (tmpfs) -------------------------------------------------------------
+
+MEMORY_KINDS = ("secret", "projected")  # kubelet always backs these with tmpfs
+
+
+def memory_backed(volume: VolumeSpec) -> bool:
+    """kubelet's medium Memory: secret and projected volumes (projected ones
+    may hold secrets and tokens), and ``emptyDir`` with ``medium: Memory``."""
+    return volume.kind in MEMORY_KINDS or (volume.kind == "emptyDir" and volume.medium == "Memory")
+
+
+def _pod_memory_limit(pod: PodSpec) -> int | None:
+    """As kubelet's pod cgroup: the sum of the app containers' memory limits
+    (or the largest init container's, if larger); None unless all have one."""
+    def limit(c: Any) -> int | None:
+        text = dict(c.limits).get("memory")
+        try:
+            return int(envsources.parse_quantity(text)) if text else None
+        except EnvError:
+            return None
+    apps = [limit(c) for c in pod.containers]
+    inits = [limit(c) for c in pod.init_containers]
+    if not apps or None in apps or None in inits:
+        return None
+    return max([sum(a for a in apps if a is not None)] + [i for i in inits if i is not None])
+
+
+def memory_size(pod: PodSpec, volume: VolumeSpec, *, node_memory: int) -> int:
+    """The tmpfs size, as kubelet's calculateEmptyDirMemorySize: the node's
+    memory, lowered to the pod's memory limit and then to the emptyDir's
+    ``sizeLimit`` (each only when positive and smaller). Raises VolumeError
+    for a sizeLimit that is not a quantity."""
+    size = node_memory
+    pod_limit = _pod_memory_limit(pod)
+    if pod_limit and 0 < pod_limit <= size:
+        size = pod_limit
+    if volume.kind == "emptyDir":
+        for doc in (pod.raw.get("spec") or {}).get("volumes") or []:
+            if isinstance(doc, Mapping) and doc.get("name") == volume.name:
+                text = (doc.get("emptyDir") or {}).get("sizeLimit")
+                if text is None:
+                    break
+                try:
+                    limit = int(envsources.parse_quantity(str(text)))
+                except EnvError:
+                    raise VolumeError(f"emptyDir.sizeLimit: {text!r} is not a quantity") from None
+                if 0 < limit <= size:
+                    size = limit
+                break
+    return size
