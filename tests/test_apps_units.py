@@ -199,3 +199,20 @@ def test_tables_print_upstream_cells() -> None:
     ds = {"metadata": {"name": "agent"}, "spec": {"template": {"spec": {"nodeSelector": {"b": "2", "a": "1"}}}},
           "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 1}}
     assert tables.rows("daemonsets", [ds])[0]["cells"][:7] == ["agent", 3, 3, 1, 0, 0, "a=1,b=2"]
+
+
+def test_daemon_surge_decisions() -> None:
+    def p(name: str, h: str, ready: bool, created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+        return {"metadata": {"name": name, "labels": {"controller-revision-hash": h}, "creationTimestamp": created},
+                "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+    # Duplicates: the current template wins; while surging the old one stays beside it.
+    pods = [p("old", "h1", True), p("new", "h2", False, "2026-01-02T00:00:00Z"), p("new2", "h2", False, "2026-01-03T00:00:00Z")]
+    assert [x["metadata"]["name"] for x in daemonset.keep_on_node(pods, "h2", surge=True)] == ["new", "old"]
+    assert [x["metadata"]["name"] for x in daemonset.keep_on_node(pods, "h2", surge=False)] == ["new"]
+    by_node = {"a": [p("a-old", "h1", True), p("a-new", "h2", True)],  # new serves: old goes
+               "b": [p("b-old", "h1", True), p("b-new", "h2", False)],  # surging: wait
+               "c": [p("c-old", "h1", True)],  # no slot left (surge 1 taken by b)
+               "d": [p("d-old", "h1", False)]}  # not serving: replaced without a slot
+    delete, create = daemonset.DaemonSetController._surge(by_node, "h2", 1, 0, NOW)
+    assert [x["metadata"]["name"] for x in delete] == ["a-old"] and create == ["d"]

@@ -581,3 +581,38 @@ def test_progress_deadline_fails_rollout_status(srv: ServerProcess, tmp_path: Pa
     conds = {c["type"]: c for c in get(srv, apps("app6", "deployments") + "/stuck")["status"]["conditions"]}
     assert (conds["Progressing"]["status"], conds["Progressing"]["reason"]) == ("False", "ProgressDeadlineExceeded")
     assert conds["Progressing"]["message"].endswith("has timed out progressing.")
+
+
+def test_daemonset_surge_keeps_old_pods_until_new_ones_serve(srv: ServerProcess, tmp_path: Path) -> None:
+    srv.kubectl(V, "create", "namespace", "ds2")
+    f = tmp_path / "ds.yaml"
+    surge = "updateStrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}"
+    f.write_text(DS.format(name="srg", extra="", image="busybox:1.36").replace("  template:", f"  {surge}\n  template:"))
+    srv.kubectl(V, "-n", "ds2", "apply", "-f", str(f))
+    srv.kubectl(V, "-n", "ds2", "rollout", "status", "daemonset/srg", "--timeout=90s", timeout=100)
+    first = {p["metadata"]["name"] for p in ds_pods(srv, "ds2", "srg")}
+    assert len(first) == 2
+
+    # A template whose pods never become ready: one node gets a surge pod, no old pod goes.
+    f.write_text(DS.format(name="srg", extra="", image="example/never-ready:1").replace("  template:", f"  {surge}\n  template:"))
+    srv.kubectl(V, "-n", "ds2", "apply", "-f", str(f))
+    surged = poll("one surge pod", lambda: (ps := ds_pods(srv, "ds2", "srg")) and len(ps) == 3 and ps)
+    time.sleep(1.5)  # more passes change nothing: the surge slot is taken, the old pods keep serving
+    now = ds_pods(srv, "ds2", "srg")
+    assert {p["metadata"]["name"] for p in now} == {p["metadata"]["name"] for p in surged}
+    assert first <= {p["metadata"]["name"] for p in now}
+    nodes = sorted(p["spec"]["nodeName"] for p in now)
+    assert len(set(nodes)) == 2 and len(nodes) == 3
+
+    # Back to the first template: its pods are current again and the stuck surge pod goes.
+    f.write_text(DS.format(name="srg", extra="", image="busybox:1.36").replace("  template:", f"  {surge}\n  template:"))
+    srv.kubectl(V, "-n", "ds2", "apply", "-f", str(f))
+    srv.kubectl(V, "-n", "ds2", "rollout", "status", "daemonset/srg", "--timeout=90s", timeout=100)
+    poll("only the first pods left", lambda: {p["metadata"]["name"] for p in ds_pods(srv, "ds2", "srg")} == first)
+    # A good new template surges node by node to completion.
+    f.write_text(DS.format(name="srg", extra="", image="busybox:1.37").replace("  template:", f"  {surge}\n  template:"))
+    srv.kubectl(V, "-n", "ds2", "apply", "-f", str(f))
+    srv.kubectl(V, "-n", "ds2", "rollout", "status", "daemonset/srg", "--timeout=90s", timeout=100)
+    poll("one new pod per node", lambda: sorted((p["spec"]["nodeName"], p["spec"]["containers"][0]["image"])
+                                                for p in ds_pods(srv, "ds2", "srg"))
+         == [("apps-n1", "busybox:1.37"), ("apps-n2", "busybox:1.37")])

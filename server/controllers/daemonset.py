@@ -11,7 +11,9 @@ they bypass the scheduler, as daemon pods may.
 Pods carry ``controller-revision-hash`` (a hash of the template). With the
 RollingUpdate strategy, pods of an older hash are deleted, unavailable ones
 first, while at most ``maxUnavailable`` nodes are without an available pod;
-the node then gets a pod of the current template. OnDelete replaces nothing.
+the node then gets a pod of the current template. With ``maxSurge`` the new
+pod starts next to the old one (at most maxSurge nodes at a time) and the old
+one goes once the new one is available. OnDelete replaces nothing.
 Each template is also kept as a ControllerRevision (``_history``), which is
 what ``kubectl rollout history|undo daemonset`` read.
 """
@@ -125,6 +127,23 @@ def placement(pod_spec: Obj, node: Obj) -> Placement:
     return Placement(run, keep)
 
 
+def max_surge(ds: Obj, desired: int) -> int:
+    rolling = (((ds.get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {})
+    return int_or_percent(rolling.get("maxSurge", 0), desired, round_up=True)
+
+
+def keep_on_node(pods: list[Obj], current: str, *, surge: bool) -> list[Obj]:
+    """Which of a node's running daemon pods stay: one, preferring the current
+    template and then the oldest; while surging, also the oldest old-template
+    pod (it serves until the new one is available)."""
+    pods = sorted(pods, key=lambda p: ((meta(p).get("labels") or {}).get(HASH_LABEL) != current,
+                                       parse_time(meta(p).get("creationTimestamp")) or 0.0))
+    keep = pods[:1]
+    if surge and keep and (meta(keep[0]).get("labels") or {}).get(HASH_LABEL) == current:
+        keep += [p for p in pods[1:] if (meta(p).get("labels") or {}).get(HASH_LABEL) != current][:1]
+    return keep
+
+
 def max_unavailable(ds: Obj, desired: int) -> int:
     rolling = (((ds.get("spec") or {}).get("updateStrategy") or {}).get("rollingUpdate") or {})
     value = int_or_percent(rolling.get("maxUnavailable", 1), desired, round_up=True)
@@ -168,6 +187,8 @@ class DaemonSetController:
             on_node.setdefault(node, []).append(pod)
         to_create: list[str] = []
         to_delete: list[Obj] = []
+        rolling = (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
+        surge = max_surge(ds, sum(1 for n in nodes if placement(pod_spec, n).should_run))
         desired_nodes: list[str] = []
         for node in nodes:
             nname = meta(node)["name"]
@@ -182,14 +203,15 @@ class DaemonSetController:
                 to_delete += running
             elif not running and place.should_run:
                 to_create.append(nname)
-            elif len(running) > 1:  # keep the oldest
-                running.sort(key=lambda p: parse_time(meta(p).get("creationTimestamp")) or 0.0)
-                to_delete += running[1:]
+            elif len(running) > 1:
+                keep = keep_on_node(running, current, surge=rolling and surge > 0)
+                to_delete += [p for p in running if p not in keep]
         for pods in on_node.values():  # pods on nodes that no longer exist (or none at all)
             to_delete += [p for p in pods if is_active(p)]
-        strategy = (spec.get("updateStrategy") or {}).get("type", "RollingUpdate")
-        if strategy == "RollingUpdate":
-            to_delete += self._rolling(ds, desired_nodes, owned, current, min_ready, now, to_delete)
+        if rolling:
+            doomed, surged = self._rolling(ds, desired_nodes, owned, current, min_ready, now, to_delete)
+            to_delete += doomed
+            to_create += surged
         for node_name in to_create:
             pod = pod_from_template(ds, self.ds, template, extra_labels={
                 HASH_LABEL: current, GENERATION_LABEL: str(meta(ds).get("generation", 1))})
@@ -254,11 +276,15 @@ class DaemonSetController:
                     raise
 
     def _rolling(self, ds: Obj, desired_nodes: list[str], owned: list[Obj], current: str, min_ready: int,
-                 now: float, already: list[Obj]) -> list[Obj]:
-        """Old-template pods to delete this pass (upstream rollingUpdate with maxSurge 0)."""
+                 now: float, already: list[Obj]) -> tuple[list[Obj], list[str]]:
+        """Old-template pods to delete and nodes to give a new pod this pass
+        (upstream's rollingUpdate: delete first with maxSurge 0, else surge)."""
         doomed = {meta(p)["name"] for p in already}
         by_node = {n: [p for p in owned if (p.get("spec") or {}).get("nodeName") == n and is_active(p)
                        and meta(p)["name"] not in doomed] for n in desired_nodes}
+        surge = max_surge(ds, len(desired_nodes))
+        if surge > 0:
+            return self._surge(by_node, current, surge, min_ready, now)
         budget = max_unavailable(ds, len(desired_nodes))
         unavailable = sum(1 for pods in by_node.values() if not any(is_available_pod(p, min_ready, now) for p in pods))
         out: list[Obj] = []
@@ -276,7 +302,35 @@ class DaemonSetController:
                 break
             out.append(pod)
             unavailable += 1
-        return out
+        return out, []
+
+    @staticmethod
+    def _surge(by_node: dict[str, list[Obj]], current: str, surge: int, min_ready: int,
+               now: float) -> tuple[list[Obj], list[str]]:
+        """maxSurge > 0: a node gets its new pod next to the old one (at most
+        ``surge`` nodes at a time, unless the old pod is unavailable anyway);
+        the old pod goes once the new one is available."""
+        def is_new(p: Obj) -> bool:
+            return (meta(p).get("labels") or {}).get(HASH_LABEL) == current
+
+        delete: list[Obj] = []
+        create: list[str] = []
+        surging = sum(1 for pods in by_node.values() if any(map(is_new, pods)) and not all(map(is_new, pods)))
+        for node, pods in sorted(by_node.items()):
+            new = [p for p in pods if is_new(p)]
+            old = [p for p in pods if not is_new(p)]
+            if not old:
+                continue
+            if new:
+                if any(is_available_pod(p, min_ready, now) for p in new):
+                    delete += old
+                continue
+            if not any(is_available_pod(p, min_ready, now) for p in old):
+                create.append(node)  # not serving anyway: no need to wait for a surge slot
+            elif surging < surge:
+                create.append(node)
+                surging += 1
+        return delete, create
 
     async def _sync_status(self, ds: Obj, desired_nodes: list[str], pods: list[Obj], current: str, min_ready: int,
                            now: float) -> float | None:
@@ -286,7 +340,8 @@ class DaemonSetController:
         misscheduled = 0
         wait: float | None = None
         seen: set[str] = set()
-        for pod in sorted(pods, key=lambda p: parse_time(meta(p).get("creationTimestamp")) or 0.0):
+        for pod in sorted(pods, key=lambda p: ((meta(p).get("labels") or {}).get(HASH_LABEL) != current,
+                                               parse_time(meta(p).get("creationTimestamp")) or 0.0)):
             node = (pod.get("spec") or {}).get("nodeName") or ""
             if node not in want:
                 misscheduled += node not in seen
