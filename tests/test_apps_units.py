@@ -216,3 +216,12 @@ def test_daemon_surge_decisions() -> None:
                "d": [p("d-old", "h1", False)]}  # not serving: replaced without a slot
     delete, create = daemonset.DaemonSetController._surge(by_node, "h2", 1, 0, NOW)
     assert [x["metadata"]["name"] for x in delete] == ["a-old"] and create == ["d"]
+
+
+def test_proportional_scaling_shares_the_change() -> None:
+    assert deployment.proportional(9, [("new", 2), ("old", 3)]) == {"new": 4, "old": 5}
+    assert deployment.proportional(5, [("new", 4), ("old", 5)]) == {"new": 2, "old": 3}
+    assert deployment.proportional(0, [("a", 3), ("b", 1)]) == {"a": 0, "b": 0}
+    assert deployment.proportional(4, [("a", 3), ("b", 1)]) == {}
+    out = deployment.proportional(10, [("a", 1), ("b", 1), ("c", 1)])  # leftovers land on the first largest
+    assert sum(out.values()) == 10 and out["a"] >= out["b"] >= 3

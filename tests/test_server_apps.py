@@ -272,6 +272,20 @@ def test_template_change_rolls_within_max_unavailable(srv: ServerProcess, tmp_pa
     assert d["status"]["updatedReplicas"] == 2 and d["status"]["availableReplicas"] == 3
     assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
 
+    # Scaled while stalled: both ReplicaSets take their share (proportional
+    # scaling), so the old, serving one grows too; and shrink again the same way.
+    srv.kubectl(V, "-n", "app2", "scale", "deployment/roll", "--replicas=8")
+
+    def sizes() -> tuple[int, int]:
+        rss = {r["metadata"]["name"]: r["spec"]["replicas"] for r in items(srv, apps("app2", "replicasets"))}
+        return rss[first["metadata"]["name"]], rss[new["metadata"]["name"]]
+
+    poll("old 5 / new 4 after scaling to 8 (+1 surge)", lambda: sizes() == (5, 4))
+    srv.kubectl(V, "-n", "app2", "scale", "deployment/roll", "--replicas=4")
+    poll("old 3 / new 2 after scaling back to 4", lambda: sizes() == (3, 2))
+    time.sleep(1.5)  # and the stalled shape holds
+    assert sizes() == (3, 2)
+
     # Back to the first template: its ReplicaSet is reused as revision 3 and the rollout completes.
     manifest.write_text(DEPLOY.format(image="busybox:1.36"))
     srv.kubectl(V, "-n", "app2", "apply", "-f", str(manifest))

@@ -12,6 +12,8 @@ older ReplicaSet's gets that ReplicaSet back with the next revision number.
   both are upstream's arithmetic, as pure functions.
 - Recreate: old ReplicaSets to zero, and once none of their pods is left,
   the new one to ``replicas``.
+- Scaled mid-rollout (ReplicaSets annotated ``desired-replicas`` for another
+  count): every active ReplicaSet takes its share (``proportional``).
 
 Status (replicas, updatedReplicas, readyReplicas, availableReplicas,
 unavailableReplicas, observedGeneration) and the Available/Progressing
@@ -133,6 +135,34 @@ def old_scale_down(desired: int, unavailable: int, new_rs: Obj | None, old: list
     return {name: size for name, size in sizes.items() if size != spec_replicas(next(r for r in old if meta(r)["name"] == name))}
 
 
+def proportional(allowed: int, sizes: list[tuple[str, int]]) -> dict[str, int]:
+    """A Deployment scaled mid-rollout: spread the change of the total (to
+    ``allowed`` = replicas + maxSurge) over the active ReplicaSets in proportion
+    to their sizes, rounding leftovers onto the largest (upstream's
+    proportional scaling, sized by the current total). Name -> new size, for
+    the ones that change."""
+    total = sum(n for _, n in sizes)
+    to_add = allowed - total
+    if not sizes or to_add == 0 or total == 0:
+        return {}
+    ordered = sorted(sizes, key=lambda s: -s[1])  # stable: ties keep the caller's (newest first) order
+    out: dict[str, int] = {}
+    added = 0
+    for name, n in ordered:
+        share = round(n * allowed / total) - n
+        share = min(share, to_add - added) if to_add > 0 else max(share, to_add - added)
+        out[name] = n + share
+        added += share
+    out[ordered[0][0]] += to_add - added
+    before = dict(sizes)
+    return {name: max(0, size) for name, size in out.items() if max(0, size) != before[name]}
+
+
+def same(a: Obj | None, b: Obj | None) -> bool:
+    """The same ReplicaSet (objects are re-read after each write, so not ``is``)."""
+    return a is not None and b is not None and meta(a).get("name") == meta(b).get("name")
+
+
 def condition(kind: str, status: str, reason: str, message: str, now: str) -> Obj:
     return {"type": kind, "status": status, "lastUpdateTime": now, "lastTransitionTime": now, "reason": reason,
             "message": message}
@@ -184,13 +214,24 @@ class DeploymentController:
         if new_rs is not None and int((new_rs.get("spec") or {}).get("minReadySeconds") or 0) != min_ready:
             new_rs = await self.registry.guaranteed_update(  # a template-less change the ReplicaSet must follow
                 self.rs, ns, meta(new_rs)["name"], lambda cur: {**cur, "spec": {**cur["spec"], "minReadySeconds": min_ready}})
-        if paused:
+        if not recreate and self._is_scaling_event(owned, desired):
+            # Scaled mid-rollout (paused or not): every active ReplicaSet grows or
+            # shrinks by its share, so a stalled new ReplicaSet does not take them all.
+            active = sorted((r for r in owned if spec_replicas(r) > 0),
+                            key=lambda r: -(parse_time(meta(r).get("creationTimestamp")) or 0.0))
+            allowed = desired + surge if desired > 0 else 0
+            for rname, size in proportional(allowed, [(meta(r)["name"], spec_replicas(r)) for r in active]).items():
+                r = next(x for x in active if meta(x)["name"] == rname)
+                scaled = await self._scale(d, r, size)
+                new_rs = scaled if same(r, new_rs) else new_rs
+                old = [scaled if same(x, r) else x for x in old]
+        elif paused:
             # No rollout while paused, but a lone active ReplicaSet still follows replicas.
             active = [r for r in owned if spec_replicas(r) > 0]
             if len(active) == 1 and spec_replicas(active[0]) != desired:
                 scaled = await self._scale(d, active[0], desired)
-                new_rs = scaled if active[0] is new_rs else new_rs
-                old = [scaled if r is active[0] else r for r in old]
+                new_rs = scaled if same(active[0], new_rs) else new_rs
+                old = [scaled if same(r, active[0]) else r for r in old]
         elif recreate:
             for r in old:
                 if spec_replicas(r) > 0:
@@ -219,9 +260,19 @@ class DeploymentController:
                 old[idx] = await self._scale(d, r, size)
         if not paused and all(spec_replicas(r) == 0 and st(r, "replicas") == 0 for r in old):
             await self._cleanup(ns, old, int(spec.get("revisionHistoryLimit", 10)))
+        for r in ([new_rs] if new_rs is not None else []) + old:  # remember the size they were scaled for
+            if spec_replicas(r) > 0 and (meta(r).get("annotations") or {}).get(DESIRED) != str(desired):
+                updated = await self._annotate(ns, meta(r)["name"], {DESIRED: str(desired), MAX_REPLICAS: str(desired + surge)})
+                new_rs = updated if same(r, new_rs) else new_rs
         if new_rs is not None and (meta(d).get("annotations") or {}).get(REVISION) != str(revision(new_rs)):
             await self._annotate_deployment(ns, name, str(revision(new_rs)))
         return await self._sync_status(d, new_rs, old, created_now, unavailable)
+
+    @staticmethod
+    def _is_scaling_event(owned: list[Obj], desired: int) -> bool:
+        """More than one active ReplicaSet, and one was sized for another replica count."""
+        active = [r for r in owned if spec_replicas(r) > 0]
+        return len(active) > 1 and any((meta(r).get("annotations") or {}).get(DESIRED) != str(desired) for r in active)
 
     async def _create_rs(self, d: Obj, replicas: int, rev: int) -> Obj:
         ns, name = meta(d)["namespace"], meta(d)["name"]
