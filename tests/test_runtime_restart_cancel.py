@@ -108,7 +108,7 @@ def test_cancel_while_adopting_after_restart_ends_promptly() -> None:
     root = Path(tempfile.mkdtemp(prefix="edgectl-cancel-"))
     try:
         # The node namespace child has its own bound: a hang fails the test.
-        outcomes = run_in_node_namespace(lambda: body(root), data_dir=root / "data", timeout=60)
+        outcomes = run_in_node_namespace(lambda: body(root), data_dir=root / "data", timeout=30)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     assert outcomes == ["cancelled"] * 14

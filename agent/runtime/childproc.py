@@ -41,7 +41,12 @@ async def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | N
     loop = asyncio.get_running_loop()
     proc = subprocess.Popen(list(argv), env=env, stdin=PIPE if stdin is not None else subprocess.DEVNULL,
                             stdout=PIPE, stderr=stderr, start_new_session=start_new_session)
-    pidfd = os.pidfd_open(proc.pid)
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:  # no pidfd (kernel < 5.3): do not leave the child running
+        proc.kill()
+        proc.wait()
+        raise
     out_fd = proc.stdout.fileno()  # type: ignore[union-attr]
     err_fd = proc.stderr.fileno() if proc.stderr is not None else -1
     outputs = {fd: bytearray() for fd in (out_fd, err_fd) if fd >= 0}
