@@ -9,6 +9,7 @@ import pytest
 
 from edgectl.server import tables, validation
 from edgectl.server.controllers import daemonset, deployment, garbagecollector, replicaset, workloads
+from edgectl.server.controllers.rfc3339 import format_time
 from edgectl.server.resources import TABLE
 
 NOW = 1_800_000_000.0
@@ -69,7 +70,7 @@ def test_deletion_prefers_unscheduled_pending_unready_newest() -> None:
 
 
 def test_available_needs_min_ready_seconds() -> None:
-    ready_since = workloads.format_time(NOW - 5)
+    ready_since = format_time(NOW - 5)
     pod = {"status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready_since}]}}
     assert workloads.is_available(pod, 0, NOW) and workloads.is_available(pod, 5, NOW)
     assert workloads.available_in(pod, 10, NOW) == pytest.approx(5.0)

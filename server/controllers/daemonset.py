@@ -32,9 +32,8 @@ from ..status import ApiError
 from .loop import run_loop
 from .scheduler import selector_matches, tolerates
 from .workloads import (
-    available_in, by_namespace, claim, int_or_percent, is_active, is_ready, meta, owner_ref, parse_time,
-    pod_from_template, record_event,
-    selector_of, sync_each, template_hash,
+    ReadyTally, available_in, by_namespace, claim, int_or_percent, is_active, meta, owner_ref, parse_time,
+    pod_from_template, record_event, selector_of, sync_each, template_hash,
 )
 
 log = logging.getLogger(__name__)
@@ -336,9 +335,8 @@ class DaemonSetController:
                            now: float) -> float | None:
         ns, name = meta(ds)["namespace"], meta(ds)["name"]
         want = set(desired_nodes)
-        scheduled = ready = available = updated = 0
-        misscheduled = 0
-        wait: float | None = None
+        scheduled = updated = misscheduled = 0
+        tally = ReadyTally(min_ready, now)
         seen: set[str] = set()
         for pod in sorted(pods, key=lambda p: ((meta(p).get("labels") or {}).get(HASH_LABEL) != current,
                                                parse_time(meta(p).get("creationTimestamp")) or 0.0)):
@@ -353,13 +351,8 @@ class DaemonSetController:
             scheduled += 1
             if (meta(pod).get("labels") or {}).get(HASH_LABEL) == current:
                 updated += 1
-            if is_ready(pod):
-                ready += 1
-                left = available_in(pod, min_ready, now)
-                if left == 0.0:
-                    available += 1
-                elif left is not None:
-                    wait = left if wait is None else min(wait, left)
+            tally.add(pod)
+        ready, available, wait = tally.ready, tally.available, tally.wait
         status: Obj = {
             "currentNumberScheduled": scheduled, "numberMisscheduled": misscheduled,
             "desiredNumberScheduled": len(want), "numberReady": ready,

@@ -33,8 +33,9 @@ from edgectl.log import fields
 from ..registry import Registry
 from ..status import ApiError
 from .loop import run_loop
+from .rfc3339 import format_time
 from .workloads import (
-    by_namespace, claim, controller_ref, format_time, int_or_percent, meta, owner_ref, parse_time,
+    by_namespace, claim, controller_ref, int_or_percent, meta, owner_ref, parse_time,
     record_event, selector_of, set_condition, sync_each, template_hash,
 )
 

@@ -14,7 +14,6 @@ node NotReady at once.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from edgectl.log import fields
 from ..registry import Registry
 from ..status import ApiError
 from .loop import run_loop
+from .rfc3339 import format_time, parse_time
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -35,20 +35,6 @@ LEASE_NAMESPACE = "kube-node-lease"
 UNREACHABLE = "node.kubernetes.io/unreachable"
 UNKNOWN_REASON = "NodeStatusUnknown"
 UNKNOWN_MESSAGE = "Kubelet stopped posting node status."
-
-
-def parse_time(text: Any) -> float | None:
-    """RFC 3339 (with or without fractional seconds) -> epoch seconds."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def format_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def node_condition(last_renew: float | None, now: float, *, grace: float = GRACE_SECONDS) -> str:

@@ -22,7 +22,7 @@ from ..registry import Registry
 from ..status import ApiError
 from .loop import run_loop
 from .workloads import (
-    available_in, by_namespace, claim, is_active, is_ready, meta, parse_time, pod_from_template, record_event,
+    ReadyTally, by_namespace, claim, is_active, is_ready, meta, parse_time, pod_from_template, record_event,
     selector_of, sync_each,
 )
 
@@ -47,16 +47,10 @@ def replica_status(rs: Obj, pods: list[Obj], now: float) -> tuple[Obj, float | N
     Ready pod becomes available only after minReadySeconds, when to look again."""
     template_labels = ((rs.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
     min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
-    ready = available = 0
-    wait: float | None = None
+    tally = ReadyTally(min_ready, now)
     for pod in pods:
-        if is_ready(pod):
-            ready += 1
-            left = available_in(pod, min_ready, now)
-            if left == 0.0:
-                available += 1
-            elif left is not None:
-                wait = left if wait is None else min(wait, left)
+        tally.add(pod)
+    ready, available, wait = tally.ready, tally.available, tally.wait
     labels_ok = sum(1 for p in pods if all((meta(p).get("labels") or {}).get(k) == v for k, v in template_labels.items()))
     status: Obj = {"replicas": len(pods), "fullyLabeledReplicas": labels_ok, "readyReplicas": ready,
                    "availableReplicas": available, "observedGeneration": meta(rs).get("generation", 1)}

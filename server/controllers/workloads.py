@@ -18,6 +18,7 @@ from typing import Any
 from edgectl.log import fields
 
 from ..registry import Registry
+from .rfc3339 import parse_time
 from ..resources import Resource
 from ..selectors import LabelSelector, SelectorError, from_structured
 from ..status import ApiError
@@ -74,19 +75,6 @@ def is_ready(pod: Obj) -> bool:
     return cond is not None and cond.get("status") == "True"
 
 
-def parse_time(text: Any) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def format_time(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def available_in(pod: Obj, min_ready: int, now: float) -> float | None:
     """0 when the pod is available (Ready for ``min_ready`` seconds), the seconds
     until it will be when it is Ready but not yet long enough, None if not Ready."""
@@ -103,6 +91,26 @@ def available_in(pod: Obj, min_ready: int, now: float) -> float | None:
 
 def is_available(pod: Obj, min_ready: int, now: float) -> bool:
     return available_in(pod, min_ready, now) == 0.0
+
+
+class ReadyTally:
+    """Counts Ready and available pods for a status, and the soonest moment a
+    Ready pod becomes available (minReadySeconds), when to look again."""
+
+    def __init__(self, min_ready: int, now: float) -> None:
+        self.min_ready, self.now = min_ready, now
+        self.ready = self.available = 0
+        self.wait: float | None = None
+
+    def add(self, pod: Obj) -> None:
+        left = available_in(pod, self.min_ready, self.now)
+        if left is None:
+            return
+        self.ready += 1
+        if left == 0.0:
+            self.available += 1
+        else:
+            self.wait = left if self.wait is None else min(self.wait, left)
 
 
 def template_hash(template: Any, collisions: int = 0) -> str:
