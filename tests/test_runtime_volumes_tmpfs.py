@@ -169,6 +169,20 @@ def test_adopted_and_never_started_pods_get_their_tmpfs_unmounted() -> None:
         m.sync([])  # the adopted pod was deleted while the agent was down
         await until(lambda: m.status(keep["metadata"]["uid"]) is None)
         adopted_gone = str(keep_dir / "volumes" / "sec") not in mount_table() and not keep_dir.exists()
+
+        # A pod that finished (restartPolicy Never) gives its tmpfs back at once, while it is still listed.
+        # It succeeds only if it saw its secret on a tmpfs.
+        at = root / "m" / "done"
+        done = pod("done", [{"name": "main", "command": ["sh", "-c", f"grep -q ' {at} tmpfs ' /proc/mounts"],
+                             "volumeMounts": [{"name": "sec", "mountPath": str(at)}]}], vol)
+        done["spec"]["restartPolicy"] = "Never"
+        m.sync([done])
+        done_vol = data / done["metadata"]["uid"] / "volumes" / "sec"
+        await until(lambda: (m.status(done["metadata"]["uid"]) or {}).get("phase") == "Succeeded")
+        await until(lambda: str(done_vol) not in mount_table())
+        finished_unmounted = done_vol.is_dir() and list(done_vol.iterdir()) == []
+        m.sync([])
+        await until(lambda: m.status(done["metadata"]["uid"]) is None)
         await m.close()
         await asyncio.wait_for(task, 5)
 
@@ -189,12 +203,13 @@ def test_adopted_and_never_started_pods_get_their_tmpfs_unmounted() -> None:
         await m.close()
         await asyncio.wait_for(task, 5)
         return {"before": list(before.values()), "unknown": unknown_after_load, "adopted": adopted_after_load,
-                "adopted_gone": adopted_gone, "stuck": (stuck_mounted, stuck_secret), "stuck_gone": stuck_gone}
+                "adopted_gone": adopted_gone, "finished_unmounted": finished_unmounted, "stuck": (stuck_mounted, stuck_secret), "stuck_gone": stuck_gone}
 
     got = in_node(body)
     assert got["before"] == ["tmpfs", "tmpfs"]
     assert got["unknown"] == "-"  # its pod has no record: unmounted at load
     assert got["adopted"] == "tmpfs"  # still in use by the adopted pod
     assert got["adopted_gone"]
+    assert got["finished_unmounted"]
     assert got["stuck"] == ("tmpfs", "s3cret")
     assert got["stuck_gone"]

@@ -272,6 +272,11 @@ class ProcessRuntime:
         if conflist is not None:
             errors = await self._teardown_network(pod, sandbox.id, conflist=conflist, result=sandbox.data.get("result"))
         self._remove_mount_points(pod.uid)
+        # No container runs any more: as kubelet tears down a finished pod's
+        # volumes, its secrets and Memory emptyDirs leave memory now.
+        failed = tmpfs.unmount_under(self.pod_dir(pod.uid) / "volumes")
+        if failed:
+            log.warning("could not unmount the pod's volumes", extra=fields(pod=pod.key, errors="; ".join(failed)))
         if remove:
             shutil.rmtree(self.pod_dir(pod.uid) / "etc", ignore_errors=True)
             tmpfs.remove_tree(self.pod_dir(pod.uid) / "volumes")  # unmounts secret and Memory tmpfs first
