@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import os
 from pathlib import Path
 
@@ -65,3 +66,20 @@ def test_asyncio_run_teardown_during_a_child_does_not_hang(tmp_path: Path) -> No
     asyncio.run(main())
     for f in tmp_path.iterdir():
         assert gone(int(f.read_text())), f"child {f.name} outlived the event loop"
+
+
+def test_timeout_of_a_new_session_kills_what_the_child_forked(tmp_path: Path) -> None:
+    """An exec probe's nsenter forks the command: a timeout must take the whole group."""
+    pid_file = tmp_path / "grandchild"
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await childproc.run(["sh", "-c", f"sleep 30 & echo $! > {pid_file}; wait"], timeout=0.5,
+                                start_new_session=True)
+
+    asyncio.run(main())
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while not gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(grandchild)

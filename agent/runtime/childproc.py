@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from typing import IO, Mapping, Sequence, Union
@@ -119,7 +120,10 @@ async def run(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | N
                 pass
         if proc.returncode is None and proc.poll() is None:
             try:
-                proc.kill()
+                if start_new_session:  # it leads its own group: take what it forked (nsenter's child) along
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
             except ProcessLookupError:
                 pass
         try:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import signal
 import socket
 import ssl
 import time
@@ -30,6 +28,7 @@ from typing import Callable
 
 from edgectl.log import fields
 
+from . import childproc
 from .interface import ContainerProcess
 from .netns import connect_in_netns
 from .probes import KINDS, STARTUP, ProbeSpec, ProbeState, Readiness, container_readiness, http_success, should_probe
@@ -66,25 +65,15 @@ async def run_exec(spec: ProbeSpec, target: ProbeTarget) -> Outcome:
     argv = target.process.enter_argv(spec.command)
     # Found on the agent's PATH: the container's env may set a PATH without it.
     argv[0] = shutil.which(argv[0]) or argv[0]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=dict(target.process.env),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), spec.timeout)
-    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # nsenter and the command it forked
-        except ProcessLookupError:
-            pass
-        await proc.wait()
-        if isinstance(exc, asyncio.CancelledError):
-            raise
+    try:  # childproc: a cancelled probe (agent stopping) can never wedge asyncio.run's teardown
+        done = await childproc.run(argv, timeout=spec.timeout, env=dict(target.process.env), stderr=childproc.STDOUT,
+                                   start_new_session=True)
+    except TimeoutError:
         return Outcome(ok=False, message=f"command timed out after {spec.timeout:g}s")
-    text = out[:MAX_OUTPUT].decode(errors="replace").strip()
-    if proc.returncode == 0:
+    text = done.stdout[:MAX_OUTPUT].decode(errors="replace").strip()
+    if done.returncode == 0:
         return Outcome(ok=True, message=text)
-    return Outcome(ok=False, message=f"command exited {proc.returncode}: {text}")
+    return Outcome(ok=False, message=f"command exited {done.returncode}: {text}")
 
 
 async def connect(target: ProbeTarget, host: str, port: int, timeout: float) -> socket.socket:
@@ -166,9 +155,10 @@ HANDLER_RUNNERS = {"exec": run_exec, "tcpSocket": run_tcp, "httpGet": run_http}
 
 async def run_probe(spec: ProbeSpec, target: ProbeTarget) -> Outcome:
     """One probe run, never longer than ``timeoutSeconds``."""
-    try:
-        return await asyncio.wait_for(HANDLER_RUNNERS[spec.handler](spec, target), spec.timeout)
-    except asyncio.TimeoutError:
+    try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a racing cancel
+        async with asyncio.timeout(spec.timeout):
+            return await HANDLER_RUNNERS[spec.handler](spec, target)
+    except TimeoutError:
         return Outcome(ok=False, message=f"timeout after {spec.timeout:g}s")
 
 
