@@ -2,9 +2,10 @@
 
 The PodManager asks for an object each time a container that references one
 starts (kubelet's "Get" strategy: no cache, so a retry after the object was
-created sees it). Nodes may read ConfigMaps; a Secret only while one of the
-node's pods references it (the server's NodeAuthorizer rule), so the agent
-asks as the node and a 403 is reported, not retried around. Volumes use
+created sees it). A node may read a ConfigMap or Secret only while one of its
+pods references it, and only one object per request (the server's
+NodeAuthorizer rule), so the agent asks as the node with single-object GETs
+-- never a list or watch -- and a 403 is reported, not retried around. Volumes use
 :meth:`ApiObjectData.get_files` (bytes, ``binaryData`` included); the
 PodManager re-reads them every ``volume_refresh_interval`` (10 s) for updates.
 """

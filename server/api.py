@@ -22,7 +22,7 @@ from edgectl.httpd import Request, Response, json_response
 from edgectl.log import fields
 
 from . import discovery, fieldcheck, protobuf, status, tables
-from .auth import UNKNOWN, RequestAttributes, authorize, forbidden_message, node_name_of
+from .auth import NODE_REFERENCED, UNKNOWN, RequestAttributes, authorize, forbidden_message, node_name_of
 from .bodyshape import check_shape
 from .nodeproxy import node_proxy_target, split_node_name
 from .patch import PATCH_TYPES, PatchError, apply_patch
@@ -327,11 +327,12 @@ class ApiServer:
         return Selection(labels, fields_)
 
     async def _node_pods(self, t: Target) -> list[Obj] | None:
-        """For a node reading a Secret: its pods in the Secret's namespace (the
-        NodeAuthorizer's graph, read on demand); None for everyone else."""
+        """For a node reading a Secret or ConfigMap: its pods in the object's
+        namespace (the NodeAuthorizer's graph, read on demand); None for
+        everyone else."""
         attrs = current_attrs.get()
         node = node_name_of(attrs.user) if attrs is not None else None
-        if node is None or (t.res.group, t.res.plural) != ("", "secrets") or not t.namespace:
+        if node is None or (t.res.group, t.res.plural) not in NODE_REFERENCED or not t.namespace:
             return None
         pods_res = self.table.lookup("", "pods")
         assert pods_res is not None
@@ -351,6 +352,9 @@ class ApiServer:
         limit = _int_arg(req, "limit") or 0
         if limit < 0:
             raise status.bad_request("limit must not be negative")
+        pods = await self._node_pods(t)
+        if pods is not None:  # a node's list pinned to one name (see auth): only that object's relation counts
+            self._authorize_objects(t, None, None, pods=pods)
         listed = await self.registry.list(
             t.res, t.namespace, selection=self._selection(req, t), limit=limit,
             continue_token=req.arg("continue"), resource_version=req.arg("resourceVersion"),
@@ -374,6 +378,9 @@ class ApiServer:
 
     async def watch(self, req: Request, t: Target) -> Response:
         selection = self._selection(req, t)
+        pods = await self._node_pods(t)
+        if pods is not None:
+            self._authorize_objects(t, None, None, pods=pods)
         if t.name is not None:  # the legacy /watch/.../name form
             selection = Selection(selection.labels, parse_field_selector(f"metadata.name={t.name}", t.res.plural))
         timeout = _int_arg(req, "timeoutSeconds")

@@ -15,13 +15,15 @@ Authorization is a fixed policy, not RBAC:
   semantics, see :func:`_authorize_node`;
 - everything else is denied.
 
-Secrets follow upstream's NodeAuthorizer: a node may ``get`` (never list or
-watch) a Secret only while a pod bound to it in that namespace references it
-(env secretKeyRef, envFrom secretRef, secret volumes, projected secret
-sources, imagePullSecrets). The
-API layer looks those pods up and passes them as ``pods``
-(:func:`node_may_get_secret` decides). The node-password hashes are Secrets
-too and stay denied to every node, referenced or not.
+Secrets and ConfigMaps follow upstream's NodeAuthorizer: a node may read one
+only while a pod bound to it in that namespace references it (env
+secretKeyRef/configMapKeyRef, envFrom secretRef/configMapRef, secret and
+configMap volumes, projected sources, imagePullSecrets), and only one object
+at a time: ``get``, or list/watch whose ``fieldSelector`` pins
+``metadata.name`` (:func:`request_attributes` takes the name from it, as
+upstream's RequestInfo does). The API layer looks those pods up and passes
+them as ``pods`` (:func:`node_may_get` decides). The node-password hashes are
+Secrets too and stay denied to every node, referenced or not.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgectl.joinproto import CACERTS_PATH, CONFIG_PATH, NODE_CERTS_PATH
 from edgectl.server.pki.issue import issued_by, now_utc
+from edgectl.server.selectors import SelectorError, parse_field_selector
 
 MASTERS = "system:masters"
 NODES = "system:nodes"
@@ -211,7 +214,20 @@ def request_attributes(user: UserInfo, method: str, path: str, query: Mapping[st
         verb = "delete" if name else "deletecollection"
     else:
         verb = _METHOD_VERBS.get(method, method.lower())
+    if not name and verb in ("list", "watch"):
+        name = _selected_name(query.get("fieldSelector"), resource)
     return RequestAttributes(user, verb, group, resource, subresource, namespace, name, path)
+
+
+def _selected_name(field_selector: str | None, resource: str) -> str:
+    """The ``metadata.name`` a list/watch pins with ``fieldSelector`` ("" if
+    none): such a request reads at most that one object, so it is judged like
+    a get of it. The API layer parses the same selector the same way."""
+    try:
+        selector = parse_field_selector(field_selector, resource)
+    except SelectorError:
+        return ""  # the handler answers 400; nothing is read
+    return selector.exact("metadata.name") or ""
 
 
 # ---- authorization ------------------------------------------------------------
@@ -262,8 +278,9 @@ def authorize(attrs: RequestAttributes, *, new_obj: dict[str, Any] | None = UNKN
     of the stored pod for pods/status and pod deletes; an object that is
     needed but None is a denial, never a silent allow.
 
-    A node's Secret ``get`` also needs ``pods``: the pods in the Secret's
-    namespace bound to that node (the stored Secret, if read, as ``old_obj``)."""
+    A node's read of a Secret or ConfigMap also needs ``pods``: the pods in
+    its namespace bound to that node (the stored object, if read, as
+    ``old_obj``); see :data:`NODE_REFERENCED`."""
     if new_obj is UNKNOWN and old_obj is UNKNOWN and pods is UNKNOWN:
         return _decide(attrs, None, None, early=True)
     return _decide(attrs, None if new_obj is UNKNOWN else new_obj, None if old_obj is UNKNOWN else old_obj,
@@ -293,8 +310,8 @@ def _decide(attrs: RequestAttributes, new_obj: dict[str, Any] | None, old_obj: d
         return _deny("anonymous requests may only read /healthz, /livez, /readyz, /version and /cacerts")
     node = node_name_of(user)
     if node is not None:
-        if (attrs.api_group, attrs.resource) == ("", "secrets") and attrs.verb in READ_VERBS:
-            return _node_reads_secret(node, attrs, old_obj, pods, early=early)
+        if (attrs.api_group, attrs.resource) in NODE_REFERENCED and attrs.verb in READ_VERBS:
+            return _node_reads_referenced(node, attrs, old_obj, pods, early=early)
         return _authorize_node(node, attrs, new_obj, old_obj, early=early)
     return _deny("no policy grants this user access to API resources")
 
@@ -318,7 +335,7 @@ def _authorize_path(attrs: RequestAttributes) -> Decision:
 # (group, resource) pairs a kubelet, kube-proxy and our agent read.
 NODE_READABLE = frozenset({
     ("", "nodes"), ("", "pods"), ("", "services"), ("", "endpoints"), ("", "namespaces"),
-    ("", "configmaps"), ("", "events"), ("coordination.k8s.io", "leases"),
+    ("", "events"), ("coordination.k8s.io", "leases"),
     ("networking.k8s.io", "networkpolicies"), ("discovery.k8s.io", "endpointslices"),
     ("events.k8s.io", "events"),
 })
@@ -445,46 +462,85 @@ def _names(items: Any, *path: str) -> set[str]:
     return out
 
 
-def pod_secret_names(pod: dict[str, Any]) -> set[str]:
-    """Secrets a pod references (upstream's graph edges pod -> secret)."""
+@dataclass(frozen=True)
+class _References:
+    """Where a pod names objects of one kind (upstream's graph edges pod -> object)."""
+
+    word: str  # "secrets" / "configmaps", for messages
+    pod_field: tuple[str, ...]  # spec.<field>[].<key>, e.g. imagePullSecrets[].name
+    volume: tuple[str, str]  # volumes[].<source>.<name key>
+    projected: tuple[str, str]  # volumes[].projected.sources[].<source>.<name key>
+    env: str  # env[].valueFrom.<ref>.name
+    env_from: str  # envFrom[].<ref>.name
+
+
+_SECRET_REFS = _References("secrets", ("imagePullSecrets", "name"), ("secret", "secretName"), ("secret", "name"),
+                           "secretKeyRef", "secretRef")
+_CONFIGMAP_REFS = _References("configmaps", (), ("configMap", "name"), ("configMap", "name"),
+                              "configMapKeyRef", "configMapRef")
+# (group, resource) a node may read only while one of its pods references the object.
+NODE_REFERENCED = {("", "secrets"): _SECRET_REFS, ("", "configmaps"): _CONFIGMAP_REFS}
+
+
+def _pod_references(pod: dict[str, Any], refs: _References) -> set[str]:
     spec = _spec(pod)
-    names = _names(spec.get("imagePullSecrets"), "name") | _names(spec.get("volumes"), "secret", "secretName")
+    names = _names(spec.get(refs.pod_field[0]), refs.pod_field[1]) if refs.pod_field else set()
+    names |= _names(spec.get("volumes"), *refs.volume)
     volumes = spec.get("volumes")
     for vol in volumes if isinstance(volumes, list) else ():
         projected = vol.get("projected") if isinstance(vol, dict) else None
         if isinstance(projected, dict):  # upstream's graph also follows projected sources
-            names |= _names(projected.get("sources"), "secret", "name")
+            names |= _names(projected.get("sources"), *refs.projected)
     for kind in ("containers", "initContainers", "ephemeralContainers"):
         containers = spec.get(kind)
         for c in containers if isinstance(containers, list) else ():
             if isinstance(c, dict):
-                names |= _names(c.get("env"), "valueFrom", "secretKeyRef", "name")
-                names |= _names(c.get("envFrom"), "secretRef", "name")
+                names |= _names(c.get("env"), "valueFrom", refs.env, "name")
+                names |= _names(c.get("envFrom"), refs.env_from, "name")
     return names
 
 
-def node_may_get_secret(node: str, namespace: str, name: str, pods: Iterable[dict[str, Any]]) -> bool:
-    """True iff a pod bound to ``node`` in ``namespace`` references the Secret."""
+def pod_secret_names(pod: dict[str, Any]) -> set[str]:
+    """Secrets a pod references (upstream's graph edges pod -> secret)."""
+    return _pod_references(pod, _SECRET_REFS)
+
+
+def pod_configmap_names(pod: dict[str, Any]) -> set[str]:
+    """ConfigMaps a pod references (upstream's graph edges pod -> configmap)."""
+    return _pod_references(pod, _CONFIGMAP_REFS)
+
+
+def node_may_get(node: str, namespace: str, resource: str, name: str, pods: Iterable[dict[str, Any]]) -> bool:
+    """True iff a pod bound to ``node`` in ``namespace`` references the
+    object (``resource`` is "secrets" or "configmaps")."""
+    refs = NODE_REFERENCED[("", resource)]
     for pod in pods:
         if (_spec(pod).get("nodeName") == node and _meta(pod).get("namespace", namespace) == namespace
-                and name in pod_secret_names(pod)):
+                and name in _pod_references(pod, refs)):
             return True
     return False
 
 
-def _node_reads_secret(node: str, a: RequestAttributes, stored: dict[str, Any] | None,
-                       pods: list[dict[str, Any]] | None, *, early: bool) -> Decision:
+def node_may_get_secret(node: str, namespace: str, name: str, pods: Iterable[dict[str, Any]]) -> bool:
+    """True iff a pod bound to ``node`` in ``namespace`` references the Secret."""
+    return node_may_get(node, namespace, "secrets", name, pods)
+
+
+def _node_reads_referenced(node: str, a: RequestAttributes, stored: dict[str, Any] | None,
+                           pods: list[dict[str, Any]] | None, *, early: bool) -> Decision:
+    refs = NODE_REFERENCED[(a.api_group, a.resource)]
     no_relation = f"no relationship found between node {node!r} and this object"
-    if a.verb != "get" or not a.name or not a.namespace or a.subresource:
-        return _deny(f"node {_q(node)} may only get individual secrets its pods reference")
-    if is_node_password_secret(a.namespace, a.name, stored):
+    if not a.name or not a.namespace or a.subresource:
+        return _deny(f"node {_q(node)} may only get individual {refs.word} its pods reference "
+                     "(list and watch need a metadata.name field selector)")
+    if a.resource == "secrets" and is_node_password_secret(a.namespace, a.name, stored):
         return _deny(no_relation)  # node-password hashes: never, whatever a pod says
     if early:
         return _allow(_PROVISIONAL)
     if pods is None:
         return _deny("cannot check the node's pods without them (pass pods)")
-    if node_may_get_secret(node, a.namespace, a.name, pods):
-        return _allow("a pod bound to the node references the secret")
+    if node_may_get(node, a.namespace, a.resource, a.name, pods):
+        return _allow(f"a pod bound to the node references the {refs.word[:-1]}")
     return _deny(no_relation)
 
 

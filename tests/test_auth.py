@@ -179,7 +179,9 @@ CASES: list[tuple[str, RequestAttributes, Any, Any, bool, str]] = [
     *[(f"node reads {r}", R(NODE_A, v, r, group=g), None, None, True, "")
       for v in ("get", "list", "watch")
       for g, r in [("", "nodes"), ("", "pods"), ("", "services"), ("", "endpoints"), ("", "namespaces"),
-                   ("", "configmaps"), (LEASE, "leases"), (NETPOL, "networkpolicies"), ("", "events")]],
+                   (LEASE, "leases"), (NETPOL, "networkpolicies"), ("", "events")]],
+    *[(f"node {v} all configmaps", R(NODE_A, v, "configmaps"), None, None, False, "may only get individual configmaps")
+      for v in ("list", "watch")],
     ("node reads other node", R(NODE_A, "get", "nodes", name="b"), None, None, True, ""),
     ("node reads its password secret", R(NODE_A, "get", "secrets", ns="kube-system", name="a.node-password.edgectl"), None, None, False, "no relationship found between node 'a'"),
     ("node reads secret without pods", R(NODE_A, "get", "secrets", ns="default", name="s"), None, None, False, "pass pods"),
@@ -363,7 +365,8 @@ SECRET_CASES: list[tuple[str, RequestAttributes, list[Any], Any, bool, str]] = [
     ("password-typed secret elsewhere", R(NODE_A, "get", "secrets", ns="default", name="s"), [spod("a", **PULL)],
      {"metadata": {"name": "s"}, "type": "edgectl.io/node-password"}, False, "no relationship"),
     ("list even with pods", R(NODE_A, "list", "secrets", ns="default"), [spod("a", **PULL)], None, False, "may only get"),
-    ("watch even with pods", R(NODE_A, "watch", "secrets", ns="default", name="s"), [spod("a", **PULL)], None, False, "may only get"),
+    ("watch even with pods", R(NODE_A, "watch", "secrets", ns="default"), [spod("a", **PULL)], None, False, "may only get"),
+    ("watch of the one referenced secret", R(NODE_A, "watch", "secrets", ns="default", name="s"), [spod("a", **PULL)], None, True, "references"),
     ("write even with pods", R(NODE_A, "update", "secrets", ns="default", name="s"), [spod("a", **PULL)], None, False, "may only write"),
     ("other users unaffected", R(ALICE, "get", "secrets", ns="default", name="s"), [spod("a", **PULL)], None, False, "no policy"),
 ]

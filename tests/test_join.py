@@ -543,13 +543,17 @@ def test_real_server_node_reads_only_the_secrets_its_pods_reference(real_server:
     assert code == 200 and got["data"]["pw"] == base64.b64encode(b"sec-db-pw").decode()
     assert _as_node(srv, node, "GET", f"{base}/sec-missing")[0] == 404  # referenced but absent: a plain 404
     for path in (f"{base}/sec-other", f"{base}/sec-theirs", f"{base}/sec-nowhere", base, f"{base}?watch=true",
-                 "/api/v1/secrets", "/api/v1/watch/namespaces/default/secrets/sec-db",
+                 "/api/v1/secrets", "/api/v1/watch/namespaces/default/secrets/sec-other",
+                 f"{base}?fieldSelector=metadata.name%3Dsec-theirs",
                  "/api/v1/namespaces/kube-system/secrets/edge-sec.node-password.edgectl",
                  "/api/v1/namespaces/kube-system/secrets/edge-sec2.node-password.edgectl"):
         code, st = _as_node(srv, node, "GET", path)
         assert code == 403 and st["reason"] == "Forbidden", (path, code, st)
     code, st = _as_node(srv, node, "GET", f"{base}/sec-other")
     assert "no relationship found between node 'edge-sec' and this object" in st["message"]
+    # A list pinned to one referenced name is a get of it (upstream's kubelet watches this way).
+    code, listed = _as_node(srv, node, "GET", f"{base}?fieldSelector=metadata.name%3Dsec-db")
+    assert code == 200 and [i["metadata"]["name"] for i in listed["items"]] == ["sec-db"], listed
 
     async def via_agent() -> None:
         client = ApiClient(endpoint=StaticEndpoint(srv.url), ssl_context=node.api_ssl_context())
