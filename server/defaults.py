@@ -290,10 +290,67 @@ def _workload(kind: str, obj: Obj) -> None:
     obj.setdefault("status", {})
 
 
+# The labels upstream puts on a Job's pods (both spellings) and the selector key.
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+def _job(obj: Obj, old: Obj | None) -> None:
+    """SetDefaults_Job plus the selector the Job strategy generates on create:
+    the template is labelled with the Job's uid and name (old and new keys) and
+    selected by ``batch.kubernetes.io/controller-uid``, unless manualSelector."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    if not spec.get("podFailurePolicy"):
+        spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    template = spec.get("template")
+    old_sel = ((old or {}).get("spec") or {}).get("selector")
+    if "selector" not in spec and old_sel is not None:
+        spec["selector"] = old_sel  # immutable: a replace that omits it keeps it
+    if not spec.get("manualSelector") and isinstance(template, dict) and old is None:
+        meta = obj.get("metadata") or {}
+        uid, name = str(meta.get("uid", "")), str(meta.get("name") or meta.get("generateName") or "")
+        tmeta = template.setdefault("metadata", {})
+        if isinstance(tmeta, dict):
+            labels = tmeta.get("labels")
+            labels = labels if isinstance(labels, dict) else {}
+            tmeta["labels"] = {**labels, "controller-uid": uid, JOB_UID_LABEL: uid, "job-name": name,
+                               JOB_NAME_LABEL: name}
+        if "selector" not in spec:
+            spec["selector"] = {"matchLabels": {JOB_UID_LABEL: uid}}
+    _pod_template(template)
+    obj.setdefault("status", {})
+
+
+def _cronjob(obj: Obj) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    job_template = spec.get("jobTemplate")
+    if isinstance(job_template, dict) and isinstance(job_template.get("spec"), dict):
+        _pod_template(job_template["spec"].get("template"))
+    obj.setdefault("status", {})
+
+
 async def apply_defaults(registry: "Registry", res: Resource, obj: Obj, old: Obj | None) -> None:
     kind = res.plural
     if kind in ("deployments", "replicasets", "daemonsets"):
         _workload(kind, obj)
+    elif kind == "jobs":
+        _job(obj, old)
+    elif kind == "cronjobs":
+        _cronjob(obj)
     elif kind == "pods":
         _pod(obj, old)
     elif kind == "namespaces":

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .validation import VOLUME_TYPES
+
 ANY: Any = "*"  # anything goes below here
 S: Any = "s"  # a scalar (or anything we do not descend into)
 # Scalars of one JSON type, where a wrong one would otherwise be stored and break
@@ -40,16 +42,21 @@ OBJECT_META: dict[str, Any] = {
 LABEL_SELECTOR = {"matchLabels": M(), "matchExpressions": L({"key": S, "operator": S, "values": L(S)})}
 CONTAINER_PORT = {"name": S, "hostPort": S, "containerPort": S, "protocol": S, "hostIP": S}
 ENV_VAR = {"name": S, "value": S, "valueFrom": ANY}
+VOLUME_MOUNT = {k: S for k in ("name", "readOnly", "recursiveReadOnly", "mountPath", "subPath", "mountPropagation",
+                               "subPathExpr")}
+# A volume's type is one of its keys: a misspelt one (``configmap:``) is an
+# unknown field, not a silently typeless volume. The sources stay open.
+VOLUME = {"name": S, **{kind: ANY for kind in VOLUME_TYPES}}
 CONTAINER: dict[str, Any] = {
     "name": S, "image": S, "command": L(S), "args": L(S), "workingDir": S, "ports": L(CONTAINER_PORT),
     "envFrom": ANY, "env": L(ENV_VAR), "resources": ANY, "resizePolicy": ANY, "restartPolicy": S,
-    "restartPolicyRules": ANY, "volumeMounts": ANY, "volumeDevices": ANY, "livenessProbe": ANY,
+    "restartPolicyRules": ANY, "volumeMounts": L(VOLUME_MOUNT), "volumeDevices": ANY, "livenessProbe": ANY,
     "readinessProbe": ANY, "startupProbe": ANY, "lifecycle": ANY, "terminationMessagePath": S,
     "terminationMessagePolicy": S, "imagePullPolicy": S, "securityContext": ANY, "stdin": S, "stdinOnce": S,
     "tty": S, "targetContainerName": S,
 }
 POD_SPEC: dict[str, Any] = {
-    "volumes": L({"name": S, "*": ANY}), "initContainers": L(CONTAINER), "containers": L(CONTAINER),
+    "volumes": L(VOLUME), "initContainers": L(CONTAINER), "containers": L(CONTAINER),
     "ephemeralContainers": L(CONTAINER), "restartPolicy": S, "terminationGracePeriodSeconds": S,
     "activeDeadlineSeconds": S, "dnsPolicy": S, "nodeSelector": M(), "serviceAccountName": S,
     "serviceAccount": S, "automountServiceAccountToken": S, "nodeName": S, "hostNetwork": S, "hostPID": S,
@@ -96,8 +103,24 @@ POD_TEMPLATE = {"metadata": OBJECT_META, "spec": POD_SPEC}
 WORKLOAD_STATUS = {"replicas": INT, "readyReplicas": INT, "availableReplicas": INT, "updatedReplicas": INT,
                    "observedGeneration": INT, "conditions": L(CONDITION), "*": ANY}
 ROLLING_UPDATE = {"maxSurge": S, "maxUnavailable": S}
+JOB_SPEC: dict[str, Any] = {
+    "parallelism": INT, "completions": INT, "activeDeadlineSeconds": INT, "podFailurePolicy": ANY,
+    "successPolicy": ANY, "backoffLimit": INT, "backoffLimitPerIndex": INT, "maxFailedIndexes": INT,
+    "selector": LABEL_SELECTOR, "manualSelector": BOOL, "template": POD_TEMPLATE, "ttlSecondsAfterFinished": INT,
+    "completionMode": STR, "suspend": BOOL, "podReplacementPolicy": STR, "managedBy": STR,
+}
+JOB_STATUS = {"conditions": L(CONDITION), "startTime": STR, "completionTime": STR, "active": INT, "succeeded": INT,
+              "failed": INT, "ready": INT, "terminating": INT, "*": ANY}
+CRONJOB_SPEC: dict[str, Any] = {
+    "schedule": STR, "timeZone": STR, "startingDeadlineSeconds": INT, "concurrencyPolicy": STR, "suspend": BOOL,
+    "jobTemplate": {"metadata": OBJECT_META, "spec": JOB_SPEC}, "successfulJobsHistoryLimit": INT,
+    "failedJobsHistoryLimit": INT,
+}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
+    "jobs": {**TOP, "spec": JOB_SPEC, "status": JOB_STATUS},
+    "cronjobs": {**TOP, "spec": CRONJOB_SPEC, "status": {"active": L(OBJECT_REF), "lastScheduleTime": STR,
+                                                          "lastSuccessfulTime": STR, "*": ANY}},
     "controllerrevisions": {**TOP, "data": ANY, "revision": INT},
     "deployments": {**TOP, "spec": {
         "replicas": INT, "selector": LABEL_SELECTOR, "template": POD_TEMPLATE, "strategy": {"type": S, "rollingUpdate": ROLLING_UPDATE},

@@ -73,7 +73,21 @@ POD_SPEC: Spec = {
 }
 POD_TEMPLATE: Spec = {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", POD_SPEC)}
 ROLLING: Spec = {1: ("maxUnavailable", "intstr"), 2: ("maxSurge", "intstr")}
+# batch/v1 (``kubectl create job|cronjob``).
+JOB_SPEC: Spec = {
+    1: ("parallelism", "int"), 2: ("completions", "int"), 3: ("activeDeadlineSeconds", "int"),
+    4: ("selector", "msg", LABEL_SELECTOR), 5: ("manualSelector", "bool"), 6: ("template", "msg", POD_TEMPLATE),
+    7: ("backoffLimit", "int"), 8: ("ttlSecondsAfterFinished", "int"), 9: ("completionMode", "str"),
+    10: ("suspend", "bool"), 14: ("podReplacementPolicy", "str"),
+}
+CRONJOB_SPEC: Spec = {
+    1: ("schedule", "str"), 8: ("timeZone", "str"), 2: ("startingDeadlineSeconds", "int"), 3: ("concurrencyPolicy", "str"),
+    4: ("suspend", "bool"), 5: ("jobTemplate", "msg", {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", JOB_SPEC)}),
+    6: ("successfulJobsHistoryLimit", "int"), 7: ("failedJobsHistoryLimit", "int"),
+}
 KINDS: dict[str, Spec] = {
+    "Job": {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", JOB_SPEC), 3: ("status", "msg", {})},
+    "CronJob": {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", CRONJOB_SPEC), 3: ("status", "msg", {})},
     "Deployment": {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {
         1: ("replicas", "int"), 2: ("selector", "msg", LABEL_SELECTOR), 3: ("template", "msg", POD_TEMPLATE),
         4: ("strategy", "msg", {1: ("type", "str"), 2: ("rollingUpdate", "msg", ROLLING)}), 5: ("minReadySeconds", "int"),
@@ -219,6 +233,10 @@ def _decode_object(body: bytes) -> dict[str, Any]:
     template_meta = (obj.get("spec") or {}).get("template", {}).get("metadata")
     if isinstance(template_meta, dict):
         template_meta.pop("creationTimestamp", None)
+    job_template = (obj.get("spec") or {}).get("jobTemplate")
+    if isinstance(job_template, dict):  # a CronJob's: the same zero timestamps one and two levels down
+        job_template.get("metadata", {}).pop("creationTimestamp", None)
+        job_template.get("spec", {}).get("template", {}).get("metadata", {}).pop("creationTimestamp", None)
     return {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind, **obj}
 
 

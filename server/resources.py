@@ -78,6 +78,9 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("replicasets", "replicaset", "ReplicaSet", "apps", "v1", True, ("rs",), ("status", "scale"),
              categories=("all",)),
     Resource("daemonsets", "daemonset", "DaemonSet", "apps", "v1", True, ("ds",), ("status",), categories=("all",)),
+    # batch/v1: run by controllers/{job,cronjob}.py.
+    Resource("jobs", "job", "Job", "batch", "v1", True, (), ("status",), categories=("all",)),
+    Resource("cronjobs", "cronjob", "CronJob", "batch", "v1", True, ("cj",), ("status",), categories=("all",)),
     # A DaemonSet's template history (``kubectl rollout history/undo daemonset``).
     Resource("controllerrevisions", "controllerrevision", "ControllerRevision", "apps", "v1", True),
     # Not stored: answered from the authorizer (``kubectl auth can-i``).

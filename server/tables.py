@@ -396,6 +396,75 @@ _DS_COLS: list[Column] = [
 ]
 
 
+# --- batch/v1 ------------------------------------------------------------------------
+
+
+def _has_condition(obj: Obj, kind: str) -> bool:
+    return any(isinstance(c, dict) and c.get("type") == kind and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+def _job_row(obj: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    succeeded = int(st.get("succeeded") or 0)
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{int(spec['completions'])}"
+    elif int(spec.get("parallelism") or 1) > 1:
+        completions = f"{succeeded}/1 of {int(spec['parallelism'])}"
+    else:
+        completions = f"{succeeded}/1"
+    start, end = _ts(st.get("startTime")), _ts(st.get("completionTime"))
+    took = "" if start is None else human_duration(((end or now) - start).total_seconds())
+    for status, condition in (("Complete", "Complete"), ("Failed", "Failed")):
+        if _has_condition(obj, condition):
+            break
+    else:
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            status = "Terminating"
+        elif _has_condition(obj, "Suspended"):
+            status = "Suspended"
+        elif _has_condition(obj, "FailureTarget"):
+            status = "FailureTarget"
+        elif _has_condition(obj, "SuccessCriteriaMet"):
+            status = "SuccessCriteriaMet"
+        else:
+            status = "Running"
+    names, images = _template_cells(obj)
+    return [_name(obj), status, completions, took, age(obj, now), names, images,
+            format_label_selector(spec.get("selector"))]
+
+
+def _cronjob_row(obj: Obj, now: dt.datetime) -> list[Any]:
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    suspend = spec.get("suspend")
+    job_spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    names, images = _template_cells({"spec": job_spec})
+    last = "<none>" if not st.get("lastScheduleTime") else _since(st["lastScheduleTime"], now)
+    return [_name(obj), str(spec.get("schedule", "")), spec.get("timeZone") or "<none>",
+            "<unset>" if suspend is None else str(bool(suspend)), len(st.get("active") or []), last, age(obj, now),
+            names, images, format_label_selector(job_spec.get("selector"))]
+
+
+_JOB_WIDE: list[Column] = [
+    _col("Containers", 1, desc="Names of each container in the template."),
+    _col("Images", 1, desc="Images referenced by each container in the template."),
+    _col("Selector", 1, desc="A label query over pods that should match the pod count."),
+]
+_JOB_COLS: list[Column] = [
+    _name_col(), _col("Status", desc="Status of the job."),
+    _col("Completions", desc="The desired number of successfully finished pods the job should be run with."),
+    _col("Duration", desc="Time required to complete the job."), _age_col(), *_JOB_WIDE,
+]
+_CRONJOB_COLS: list[Column] = [
+    _name_col(), _col("Schedule", desc="The schedule in Cron format."),
+    _col("Timezone", desc="The time zone name for the given schedule."),
+    _col("Suspend", typ="boolean", desc="This flag tells the controller to suspend subsequent executions."),
+    _col("Active", typ="integer", desc="A list of pointers to currently running jobs."),
+    _col("Last Schedule", desc="Information when was the last time the job was successfully scheduled."),
+    _age_col(), *_JOB_WIDE,
+]
+
+
 def _revision_row(obj: Obj, now: dt.datetime) -> list[Any]:
     owner = next((r for r in (obj.get("metadata") or {}).get("ownerReferences") or []
                   if isinstance(r, dict) and r.get("controller")), None)
@@ -409,6 +478,8 @@ PRINTERS: dict[str, Printer] = {
     "deployments": (_DEPLOY_COLS, _deploy_row),
     "replicasets": (_RS_COLS, _rs_row),
     "daemonsets": (_DS_COLS, _ds_row),
+    "jobs": (_JOB_COLS, _job_row),
+    "cronjobs": (_CRONJOB_COLS, _cronjob_row),
     "pods": (_POD_COLS, _pod_row),
     "nodes": (_NODE_COLS, _node_row),
     "namespaces": ([_name_col(), _col("Status", desc="The status of the namespace"), _age_col()], _ns_row),

@@ -721,7 +721,7 @@ def _selector_matches(sel: Obj, labels: Obj) -> bool:
         return True  # the selector itself is reported as invalid
 
 
-def _template(path: str, template: Any, selector: Any) -> list[Cause]:
+def _template(path: str, template: Any, selector: Any, *, restart: tuple[str, ...] = ("Always",)) -> list[Cause]:
     if not isinstance(template, dict):
         return [required(path)] if template is None else [_type_error(path, template, "an object")]
     meta = template.get("metadata") or {}
@@ -738,8 +738,8 @@ def _template(path: str, template: Any, selector: Any) -> list[Cause]:
     out += [Cause(f"{path}.{c.field}", c.message, c.type)
             for c in validate_pod({"spec": template.get("spec")}, None)]
     policy = (template.get("spec") or {}).get("restartPolicy") if isinstance(template.get("spec"), dict) else None
-    if policy is not None and policy != "Always":
-        out.append(unsupported(f"{path}.spec.restartPolicy", policy, ("Always",)))
+    if policy is not None and policy not in restart:
+        out.append(unsupported(f"{path}.spec.restartPolicy", policy, restart))
     return out
 
 
@@ -834,7 +834,100 @@ def validate_controllerrevision(obj: Obj, old: Obj | None) -> list[Cause]:
     return out
 
 
+# --- Job, CronJob (batch/v1) --------------------------------------------------------
+
+_JOB_RESTART = ("OnFailure", "Never")
+_CONCURRENCY = ("Allow", "Forbid", "Replace")
+
+
+def _job_spec(path: str, spec: Any, old_spec: Any, *, need_selector: bool) -> list[Cause]:
+    if not isinstance(spec, dict):
+        return [required(path)] if spec is None else [_type_error(path, spec, "an object")]
+    out: list[Cause] = []
+    for key in ("parallelism", "completions", "backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
+        out += _non_negative(f"{path}.{key}", spec.get(key))
+    deadline = spec.get("activeDeadlineSeconds")
+    if isinstance(deadline, int) and not isinstance(deadline, bool) and deadline == 0:
+        out.append(invalid(f"{path}.activeDeadlineSeconds", 0, "must be greater than 0"))
+    mode = spec.get("completionMode", "NonIndexed")
+    if mode == "Indexed":
+        out.append(invalid(f"{path}.completionMode", mode, "Indexed completion mode is not implemented by this server; "
+                           "use NonIndexed"))
+    elif mode not in ("NonIndexed",):
+        out.append(unsupported(f"{path}.completionMode", mode, ("NonIndexed", "Indexed")))
+    policy = spec.get("podReplacementPolicy")
+    if policy is not None and policy not in ("TerminatingOrFailed", "Failed"):
+        out.append(unsupported(f"{path}.podReplacementPolicy", policy, ("TerminatingOrFailed", "Failed")))
+    sel = spec.get("selector")
+    if sel is None:
+        if need_selector:
+            out.append(required(f"{path}.selector"))
+    elif not isinstance(sel, dict):
+        out.append(_type_error(f"{path}.selector", sel, "an object"))
+    else:
+        out += validate_label_selector(f"{path}.selector", sel)
+    out += _template(f"{path}.template", spec.get("template"), sel if isinstance(sel, dict) else None,
+                     restart=_JOB_RESTART)
+    if isinstance(old_spec, dict):
+        for key in ("selector", "completionMode", "completions"):
+            if key in old_spec and spec.get(key) != old_spec.get(key):
+                out.append(invalid(f"{path}.{key}", spec.get(key), "field is immutable"))
+        # Upstream lets a suspended Job's scheduling directives change; the rest of the template is fixed.
+        if spec.get("template") != old_spec.get("template") and not (spec.get("suspend") and old_spec.get("suspend")):
+            out.append(invalid(f"{path}.template", "<template>", "field is immutable"))
+    return out
+
+
+def validate_job(obj: Obj, old: Obj | None) -> list[Cause]:
+    return _job_spec("spec", obj.get("spec"), (old or {}).get("spec") if old else None, need_selector=True)
+
+
+def validate_cronjob(obj: Obj, old: Obj | None) -> list[Cause]:
+    import zoneinfo
+
+    from .controllers import cron
+
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [required("spec")] if spec is None else [_type_error("spec", spec, "an object")]
+    out: list[Cause] = []
+    name = (obj.get("metadata") or {}).get("name") or ""
+    if isinstance(name, str) and len(name) > 52:  # its Jobs are named <name>-<11 digits>
+        out.append(invalid("metadata.name", name, "must be no more than 52 characters"))
+    schedule = spec.get("schedule")
+    if schedule is None or schedule == "":
+        out.append(required("spec.schedule"))
+    elif not isinstance(schedule, str):
+        out.append(_type_error("spec.schedule", schedule, "a string"))
+    else:
+        try:
+            cron.parse(schedule)
+        except cron.CronError as exc:
+            out.append(invalid("spec.schedule", schedule, str(exc)))
+    tz = spec.get("timeZone")
+    if tz is not None:
+        try:
+            if not isinstance(tz, str) or not tz or tz.startswith(("/", ".")) or ".." in tz:
+                raise ValueError(tz)
+            zoneinfo.ZoneInfo(tz)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            out.append(invalid("spec.timeZone", tz, f"unknown time zone {tz}"))
+    if spec.get("concurrencyPolicy", "Allow") not in _CONCURRENCY:
+        out.append(unsupported("spec.concurrencyPolicy", spec.get("concurrencyPolicy"), _CONCURRENCY))
+    for key in ("startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        out += _non_negative(f"spec.{key}", spec.get(key))
+    job_template = spec.get("jobTemplate")
+    if not isinstance(job_template, dict):
+        out.append(required("spec.jobTemplate") if job_template is None else
+                   _type_error("spec.jobTemplate", job_template, "an object"))
+    else:
+        out += _job_spec("spec.jobTemplate.spec", job_template.get("spec"), None, need_selector=False)
+    return out
+
+
 _BY_KIND: dict[str, Callable[[Obj, Obj | None], list[Cause]]] = {
+    "jobs": validate_job,
+    "cronjobs": validate_cronjob,
     "controllerrevisions": validate_controllerrevision,
     "deployments": validate_deployment,
     "replicasets": validate_replicaset,

@@ -1,6 +1,6 @@
 """Small in-process controllers: node IPAM, node lifecycle, scheduler, the
 ``default/kubernetes`` Service, the apps/v1 workloads (ReplicaSet, Deployment,
-DaemonSet) and the garbage collector. Each is one module with pure decision
+DaemonSet), the batch/v1 Job and CronJob controllers and the garbage collector. Each is one module with pure decision
 functions and a ``reconcile()`` run by ``loop.run_loop`` (watch + resync)."""
 from __future__ import annotations
 
@@ -39,10 +39,12 @@ def start_all(
 ) -> Controllers:
     """Start every controller as a task on the running loop."""
     from .apiservice import KubernetesService
+    from .cronjob import CronJobController
     from .daemonset import DaemonSetController
     from .deployment import DeploymentController
     from .garbagecollector import GarbageCollector
     from .ipam import NodeIPAM
+    from .job import JobController
     from .replicaset import ReplicaSetController
     from .lifecycle import NodeLifecycle
     from .scheduler import Scheduler
@@ -56,6 +58,8 @@ def start_all(
         "replicaset": ReplicaSetController(registry).run(resync=resync),
         "deployment": DeploymentController(registry).run(resync=resync),
         "daemonset": DaemonSetController(registry).run(resync=resync),
+        "job": JobController(registry).run(resync=resync),
+        "cronjob": CronJobController(registry).run(resync=resync),
         "garbage-collector": GarbageCollector(registry).run(resync=resync),
     }
     return Controllers([asyncio.create_task(coro, name=f"controller-{name}") for name, coro in runners.items()])
