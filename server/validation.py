@@ -410,10 +410,155 @@ def _env(path: str, env: Any) -> list[Cause]:
     return out
 
 
+# --- volumes and mounts ---------------------------------------------------------
+# What the agent would refuse only at pod start (a file path escaping the
+# volume, two sources in one volume, a mode outside 0-0777, a clashing mount)
+# is refused here, at create time, naming the field, as upstream does.
+
+# Upstream's VolumeSource fields: a volume sets exactly one of them.
+VOLUME_TYPES = (
+    "hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret", "nfs", "iscsi",
+    "glusterfs", "persistentVolumeClaim", "rbd", "flexVolume", "cinder", "cephfs", "flocker", "downwardAPI", "fc",
+    "azureFile", "configMap", "vsphereVolume", "quobyte", "azureDisk", "photonPersistentDisk", "projected",
+    "portworxVolume", "scaleIO", "storageos", "csi", "ephemeral", "image",
+)
+PROJECTED_SOURCES = ("secret", "downwardAPI", "configMap", "serviceAccountToken", "clusterTrustBundle",
+                     "podCertificate")
+_FILE_MODE_MSG = "must be a number between 0 and 0777 (octal), both inclusive"
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def _file_mode(path: str, mode: Any) -> list[Cause]:
+    if mode is None:
+        return []
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        return [invalid(path, mode, _FILE_MODE_MSG)]
+    return []
+
+
+def _local_path(path: str, value: Any, *, item: bool) -> list[Cause]:
+    """Upstream's validateLocalDescendingPath; ``item`` adds the reserved-name
+    rule of key-to-path items (``..data`` and the timestamped dirs)."""
+    if not isinstance(value, str):
+        return [_type_error(path, value, "a string")]
+    out: list[Cause] = []
+    if value.startswith("/"):
+        out.append(invalid(path, value, "must be a relative path"))
+    if ".." in value.split("/"):
+        out.append(invalid(path, value, "must not contain '..'"))
+    elif item and value.startswith(".."):
+        out.append(invalid(path, value, "must not start with '..'"))
+    if "\x00" in value:
+        out.append(invalid(path, value, "must not contain NUL"))
+    return out
+
+
+def _object(path: str, value: Any) -> tuple[dict[str, Any], list[Cause]]:
+    if value is None or isinstance(value, dict):
+        return value or {}, []
+    return {}, [_type_error(path, value, "an object")]
+
+
+def _list_of(path: str, value: Any) -> tuple[list[Any], list[Cause]]:
+    if value is None or isinstance(value, list):
+        return value or [], []
+    return [], [_type_error(path, value, "a list")]
+
+
+def _key_to_paths(path: str, items: Any) -> list[Cause]:
+    items, out = _list_of(path, items)
+    for i, item in enumerate(items):
+        p = f"{path}[{i}]"
+        if not isinstance(item, dict):
+            out.append(_type_error(p, item, "an object"))
+            continue
+        key = item.get("key")
+        if not key:
+            out.append(required(f"{p}.key"))
+        elif not isinstance(key, str) or len(key) > 253 or key in (".", "..") or not _CONFIG_KEY.match(key):
+            out.append(invalid(f"{p}.key", key, "a valid config key must consist of alphanumeric characters, "
+                                                "'-', '_' or '.'"))
+        if not item.get("path"):
+            out.append(required(f"{p}.path"))
+        else:
+            out += _local_path(f"{p}.path", item["path"], item=True)
+        out += _file_mode(f"{p}.mode", item.get("mode"))
+    return out
+
+
+def _named_source(path: str, doc: dict[str, Any], name_field: str) -> list[Cause]:
+    out = [] if doc.get(name_field) else [required(f"{path}.{name_field}")]
+    return out + _key_to_paths(f"{path}.items", doc.get("items"))
+
+
+def _downward_items(path: str, items: Any) -> list[Cause]:
+    items, out = _list_of(path, items)
+    for i, item in enumerate(items):
+        p = f"{path}[{i}]"
+        if not isinstance(item, dict):
+            out.append(_type_error(p, item, "an object"))
+            continue
+        if not item.get("path"):
+            out.append(required(f"{p}.path"))
+        else:
+            out += _local_path(f"{p}.path", item["path"], item=True)
+        out += _file_mode(f"{p}.mode", item.get("mode"))
+        if (item.get("fieldRef") is None) == (item.get("resourceFieldRef") is None):
+            out.append(invalid(p, item, "must specify exactly one of fieldRef, resourceFieldRef"))
+    return out
+
+
+def _projected(path: str, doc: dict[str, Any]) -> list[Cause]:
+    sources, out = _list_of(f"{path}.sources", doc.get("sources"))
+    for i, src in enumerate(sources):
+        sp = f"{path}.sources[{i}]"
+        if not isinstance(src, dict):
+            out.append(_type_error(sp, src, "an object"))
+            continue
+        kinds = [k for k in PROJECTED_SOURCES if src.get(k) is not None]
+        if len(kinds) > 1:
+            out.append(forbidden(sp, "may not specify more than 1 volume type per source"))
+        elif not kinds:
+            out.append(required(sp, "must specify one volume type: " + ", ".join(PROJECTED_SOURCES)))
+        for kind in kinds:
+            body, errs = _object(f"{sp}.{kind}", src[kind])
+            out += errs
+            if kind in ("secret", "configMap"):
+                out += _named_source(f"{sp}.{kind}", body, "name")
+            elif kind == "downwardAPI":
+                out += _downward_items(f"{sp}.{kind}.items", body.get("items"))
+    return out
+
+
+def _volume_source(path: str, vol: dict[str, Any]) -> list[Cause]:
+    kinds = [k for k in VOLUME_TYPES if k in vol]  # ``emptyDir:`` (null) still names its type
+    if not kinds:
+        return [required(path, "must specify a volume type")]
+    out = [forbidden(f"{path}.{k}", "may not specify more than 1 volume type") for k in kinds[1:]]
+    kind = kinds[0]
+    doc, errs = _object(f"{path}.{kind}", vol[kind])
+    out += errs
+    at = f"{path}.{kind}"
+    if kind in ("configMap", "secret", "downwardAPI", "projected"):
+        out += _file_mode(f"{at}.defaultMode", doc.get("defaultMode"))
+    if kind == "configMap":
+        out += _named_source(at, doc, "name")
+    elif kind == "secret":
+        out += _named_source(at, doc, "secretName")
+    elif kind == "downwardAPI":
+        out += _downward_items(f"{at}.items", doc.get("items"))
+    elif kind == "projected":
+        out += _projected(at, doc)
+    elif kind == "hostPath" and not doc.get("path"):
+        out.append(required(f"{at}.path"))
+    return out
+
+
 def _mounts(path: str, mounts: Any, volumes: set[str]) -> list[Cause]:
     if not isinstance(mounts, list):
         return [] if mounts is None else [_type_error(path, mounts, "a list")]
     out: list[Cause] = []
+    seen: set[str] = set()
     for i, m in enumerate(mounts):
         if not isinstance(m, dict):
             out.append(_type_error(f"{path}[{i}]", m, "an object"))
@@ -422,8 +567,22 @@ def _mounts(path: str, mounts: Any, volumes: set[str]) -> list[Cause]:
             out.append(required(f"{path}[{i}].name"))
         elif m["name"] not in volumes:
             out.append(Cause(f"{path}[{i}].name", f"Not found: {_show(m['name'])}", "FieldValueNotFound"))
-        if not m.get("mountPath"):
+        mount_path = m.get("mountPath")
+        if not mount_path:
             out.append(required(f"{path}[{i}].mountPath"))
+        elif not isinstance(mount_path, str):
+            out.append(_type_error(f"{path}[{i}].mountPath", mount_path, "a string"))
+        else:
+            if not mount_path.startswith("/"):  # the runtime mounts inside the container's root
+                out.append(invalid(f"{path}[{i}].mountPath", mount_path, "must be an absolute path"))
+            if mount_path in seen:
+                out.append(invalid(f"{path}[{i}].mountPath", mount_path, "must be unique"))
+            seen.add(mount_path)
+        if m.get("subPath"):
+            out += _local_path(f"{path}[{i}].subPath", m["subPath"], item=False)
+            if m.get("subPathExpr"):
+                out.append(invalid(f"{path}[{i}].subPathExpr", m["subPathExpr"],
+                                   "subPathExpr and subPath are mutually exclusive"))
     return out
 
 
@@ -514,6 +673,10 @@ def validate_pod(obj: Obj, old: Obj | None) -> list[Cause]:
         else:
             out += dns1123_label(f"spec.volumes[{i}].name", str(name))
             vols.add(name)
+        if isinstance(vol, dict):
+            out += _volume_source(f"spec.volumes[{i}]", vol)
+        else:
+            out.append(_type_error(f"spec.volumes[{i}]", vol, "an object"))
     if old is not None:
         out = _ratchet(out, spec, old.get("spec") or {})
     if old is not None and not out:

@@ -320,13 +320,26 @@ def test_configmaps_for_env_are_read_with_the_node_identity(server: object, tmp_
     status, _ = server.json("POST", "/api/v1/namespaces/default/configmaps", {  # type: ignore[attr-defined]
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unit-env"}, "data": {"LEVEL": "debug"}})
     assert status == 201
+    # A node reads only ConfigMaps its bound pods reference (NodeAuthorizer).
+    status, _ = server.json("POST", "/api/v1/namespaces/default/configmaps", {  # type: ignore[attr-defined]
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unit-unrelated"}, "data": {"A": "b"}})
+    assert status == 201
+    status, _ = server.json("POST", "/api/v1/namespaces/default/pods", {  # type: ignore[attr-defined]
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unit-cm-user"},
+        "spec": {"nodeName": "unit-cm", "containers": [{"name": "c", "image": "busybox", "envFrom": [
+            {"configMapRef": {"name": "unit-env"}}, {"configMapRef": {"name": "no-such-cm", "optional": True}}]}]}})
+    assert status == 201
     cfg = config(server=server.url, token=_token(server), node_name="unit-cm", data_dir=tmp_path, run_pods=False)  # type: ignore[attr-defined]
 
     async def body(agent: Agent) -> None:
+        from edgectl.agent.runtime.envsources import ConfigMapLookupError
+
         assert agent.client is not None
         source = ApiConfigMaps(agent.client)
         assert await source.get("default", "unit-env") == {"LEVEL": "debug"}
         assert await source.get("default", "no-such-cm") is None  # 404 is "not found", not an error
+        with pytest.raises(ConfigMapLookupError, match="reading configmap default/unit-unrelated: 403"):
+            await source.get("default", "unit-unrelated")
 
     asyncio.run(_run_agent(cfg, body))  # type: ignore[misc]
 
