@@ -316,13 +316,16 @@ def _job(obj: Obj, old: Obj | None) -> None:
         spec["selector"] = old_sel  # immutable: a replace that omits it keeps it
     if not spec.get("manualSelector") and isinstance(template, dict) and old is None:
         meta = obj.get("metadata") or {}
-        uid, name = str(meta.get("uid", "")), str(meta.get("name") or meta.get("generateName") or "")
+        uid, name = str(meta.get("uid", "")), meta.get("name")
         tmeta = template.setdefault("metadata", {})
         if isinstance(tmeta, dict):
             labels = tmeta.get("labels")
             labels = labels if isinstance(labels, dict) else {}
-            tmeta["labels"] = {**labels, "controller-uid": uid, JOB_UID_LABEL: uid, "job-name": name,
-                               JOB_NAME_LABEL: name}
+            tmeta["labels"] = {**labels, "controller-uid": uid, JOB_UID_LABEL: uid}
+            # With only generateName the name is chosen after defaulting: no
+            # name label rather than a wrong one (the selector uses the uid).
+            if isinstance(name, str) and name:
+                tmeta["labels"].update({"job-name": name, JOB_NAME_LABEL: name})
         if "selector" not in spec:
             spec["selector"] = {"matchLabels": {JOB_UID_LABEL: uid}}
     _pod_template(template)

@@ -1,7 +1,7 @@
 """Decode the Kubernetes protobuf request bodies that kubectl >= 1.32 sends.
 
 Typed client-go clients (``kubectl create namespace|configmap|secret|service|
-serviceaccount|deployment``) POST ``application/vnd.kubernetes.protobuf`` and do not fall
+serviceaccount|deployment|job|cronjob``) POST ``application/vnd.kubernetes.protobuf`` and do not fall
 back to JSON on 415. We answer in JSON (clients read the response type), so
 only decoding is needed, and only for the kinds those commands create.
 
