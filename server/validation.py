@@ -1018,6 +1018,10 @@ def _job_spec(path: str, spec: Any, old_spec: Any, *, need_selector: bool) -> li
                            "use NonIndexed"))
     elif mode not in ("NonIndexed",):
         out.append(unsupported(f"{path}.completionMode", mode, ("NonIndexed", "Indexed")))
+    # Accepted by upstream but not carried out here: refused rather than silently ignored.
+    for key in ("podFailurePolicy", "successPolicy", "backoffLimitPerIndex", "maxFailedIndexes"):
+        if spec.get(key) is not None:
+            out.append(forbidden(f"{path}.{key}", "not implemented by this server"))
     policy = spec.get("podReplacementPolicy")
     if policy is not None and policy not in ("TerminatingOrFailed", "Failed"):
         out.append(unsupported(f"{path}.podReplacementPolicy", policy, ("TerminatingOrFailed", "Failed")))

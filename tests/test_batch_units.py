@@ -262,6 +262,14 @@ def test_suspend_and_resume() -> None:
     assert {c["type"]: c["reason"] for c in plan.status["conditions"]}["Suspended"] == "JobResumed"
 
 
+def test_pod_replacement_policy() -> None:
+    terminating = pod("a", "Running")
+    terminating["metadata"]["deletionTimestamp"] = format_time(NOW)
+    assert plan_job(job(podReplacementPolicy="TerminatingOrFailed"), [terminating], NOW).create == 1
+    plan = plan_job(job(podReplacementPolicy="Failed"), [terminating], NOW)
+    assert plan.create == 0 and plan.status["terminating"] == 1 and not plan.delete
+
+
 def test_ttl_after_finished() -> None:
     j = job(ttlSecondsAfterFinished=60)
     j["status"] = {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": format_time(NOW)}]}
@@ -355,6 +363,10 @@ def test_job_and_cronjob_validation_name_the_fields() -> None:
     assert "spec.selector" in fields(validation.validate_job(job(), None))
     changed = {**good, "spec": {**good["spec"], "completions": 9}}
     assert "spec.completions" in fields(validation.validate_job(changed, good))
+    unimplemented = {**good, "spec": {**good["spec"], "podFailurePolicy": {"rules": []}, "completionMode": "Indexed"}}
+    causes = validation.validate_job(unimplemented, None)
+    assert {"spec.podFailurePolicy", "spec.completionMode"} <= set(fields(causes))
+    assert "not implemented" in str(causes)
     c = cj("*/5 * * * *", jobTemplate={"spec": {"template": good["spec"]["template"]}})
     assert validation.validate_cronjob(c, None) == []
     c["spec"]["schedule"] = "* * *"

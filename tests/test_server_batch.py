@@ -217,13 +217,15 @@ def test_parallelism_and_completions(srv: ServerProcess) -> None:
     srv.kubectl(V, "create", "namespace", "batch3")
     srv.kubectl(V, "-n", "batch3", "create", "-f", "-",
                 input=json.dumps(job_manifest("many", "exit 0", completions=5, parallelism=2)))
+    # The oldest supported kubectl creates Jobs too (as JSON).
+    out = srv.kubectl(OLD, "-n", "batch3", "create", "job", "old", "--image=busybox:1.36", "--", "true")
+    assert "job.batch/old created" in out.stdout
+    srv.kubectl(OLD, "-n", "batch3", "wait", "--for=condition=complete", "job/old", "--timeout=60s", timeout=70)
     srv.kubectl(V, "-n", "batch3", "wait", "--for=condition=complete", "job/many", "--timeout=60s", timeout=70)
     st = get(srv, jobs("batch3") + "/many")["status"]
     assert st["succeeded"] == 5 and "failed" not in st
     assert len(pods_of(srv, "batch3", "many")) == 5
-    # The pods were created at most two at a time: every SuccessfulCreate event pair shares
-    # nothing we can see, so check what the controller must guarantee instead: a running job
-    # with parallelism 2 holds exactly two active pods.
+    # A running Job with parallelism 2 holds exactly two active pods.
     srv.kubectl(V, "-n", "batch3", "create", "-f", "-",
                 input=json.dumps(job_manifest("workers", "sleep 3600", completions=4, parallelism=2)))
     poll("two ready workers", lambda: get(srv, jobs("batch3") + "/workers")["status"].get("ready") == 2)

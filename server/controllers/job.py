@@ -23,6 +23,8 @@ Indexed):
   active pods of a finished Job are deleted; finished pods stay for ``logs``;
 - ``suspend`` deletes active pods (condition Suspended); resuming resets
   ``startTime``;
+- podReplacementPolicy TerminatingOrFailed replaces a terminating pod at once,
+  Failed only once it is gone;
 - ``ttlSecondsAfterFinished`` deletes the finished Job (background cascade).
 """
 from __future__ import annotations
@@ -198,7 +200,9 @@ def plan_job(job: Obj, pods: list[Obj], now: float, *, backoff_base: float = BAC
         return JobPlan(status=build(0, 0), delete=tuple(meta(p)["name"] for p in active),
                        event=("Completed", "Job completed"), recheck=_ttl_recheck(spec))
 
-    diff = want_active(spec, succeeded, len(active)) - len(active)
+    # podReplacementPolicy Failed: a terminating pod keeps its slot until it is gone.
+    occupied = len(active) + (terminating if spec.get("podReplacementPolicy") == "Failed" else 0)
+    diff = want_active(spec, succeeded, occupied) - occupied
     create, delete, recheck = 0, (), deadline_left
     if diff > 0:
         wait = backoff_left(failed_pods, failed, now, base=backoff_base)
@@ -206,8 +210,8 @@ def plan_job(job: Obj, pods: list[Obj], now: float, *, backoff_base: float = BAC
             recheck = wait if recheck is None else min(recheck, wait)
         else:
             create = min(diff, BURST)
-    elif diff < 0:
-        delete = tuple(meta(p)["name"] for p in sorted(active, key=deletion_order)[:-diff])
+    elif diff < 0 and active:
+        delete = tuple(meta(p)["name"] for p in sorted(active, key=deletion_order)[:min(-diff, len(active))])
     kept = [p for p in active if meta(p)["name"] not in delete]
     return JobPlan(status=build(len(kept) + create, sum(1 for p in kept if is_ready(p))), create=create,
                    delete=delete, recheck=recheck)
