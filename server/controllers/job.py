@@ -62,7 +62,7 @@ class JobPlan:
     delete: tuple[str, ...] = ()
     recheck: float | None = None  # seconds until a deadline, back-off or TTL needs another look
     expired: bool = False  # ttlSecondsAfterFinished ran out: delete the Job
-    event: tuple[str, str] | None = None  # (reason, message) when the Job just finished
+    event: tuple[str, str] | None = None  # (reason, message) of a Normal event: the Job just completed
 
 
 def _condition(obj: Obj, kind: str) -> Obj | None:
@@ -189,8 +189,8 @@ def plan_job(job: Obj, pods: list[Obj], now: float, *, backoff_base: float = BAC
             failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
     if failure is not None:
         conditions = _finish(conditions, stamp, kind="Failed", reason=failure[0], message=failure[1])
-        return JobPlan(status=build(0, 0), delete=tuple(meta(p)["name"] for p in active), event=failure,
-                       recheck=_ttl_recheck(spec))
+        # Upstream records a Warning here; record_event writes Normal ones only, so none.
+        return JobPlan(status=build(0, 0), delete=tuple(meta(p)["name"] for p in active), recheck=_ttl_recheck(spec))
 
     completions = spec.get("completions")
     if (completions is not None and succeeded >= int(completions)) or (completions is None and succeeded > 0 and not active):
