@@ -13,7 +13,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,12 +122,6 @@ def jobs(ns: str) -> str:
 
 def pods_of(srv: ServerProcess, ns: str, job: str) -> list[dict[str, Any]]:
     return get(srv, f"/api/v1/namespaces/{ns}/pods?labelSelector=batch.kubernetes.io/job-name={job}")["items"]
-
-
-def apply(srv: ServerProcess, tmp_path: Path, manifest: dict[str, Any], ns: str) -> None:
-    path = tmp_path / f"{manifest['metadata']['name']}.json"
-    path.write_text(json.dumps(manifest))
-    srv.kubectl(V, "-n", ns, "apply", "-f", str(path))
 
 
 def job_manifest(name: str, command: str, **spec: Any) -> dict[str, Any]:
