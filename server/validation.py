@@ -1074,10 +1074,10 @@ def validate_cronjob(obj: Obj, old: Obj | None) -> list[Cause]:
     tz = spec.get("timeZone")
     if tz is not None:
         try:
-            if not isinstance(tz, str) or not tz or tz.startswith(("/", ".")) or ".." in tz:
+            if not isinstance(tz, str) or not tz or len(tz) > 255 or tz.startswith(("/", ".")) or ".." in tz:
                 raise ValueError(tz)
             zoneinfo.ZoneInfo(tz)
-        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError):  # OSError: a name the filesystem refuses
             out.append(invalid("spec.timeZone", tz, f"unknown time zone {tz}"))
     if spec.get("concurrencyPolicy", "Allow") not in _CONCURRENCY:
         out.append(unsupported("spec.concurrencyPolicy", spec.get("concurrencyPolicy"), _CONCURRENCY))

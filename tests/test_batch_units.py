@@ -373,6 +373,9 @@ def test_job_and_cronjob_validation_name_the_fields() -> None:
     c["spec"]["concurrencyPolicy"] = "Sometimes"
     c["spec"]["timeZone"] = "../etc/passwd"
     assert fields(validation.validate_cronjob(c, None)) == ["spec.schedule", "spec.timeZone", "spec.concurrencyPolicy"]
+    for zone in ("A" * 300, "Mars/Olympus", "/etc/localtime", ""):
+        c["spec"]["timeZone"] = zone
+        assert "spec.timeZone" in fields(validation.validate_cronjob(c, None))
     c["metadata"]["name"] = "x" * 53
     assert "metadata.name" in fields(validation.validate_cronjob(c, None))
 

@@ -67,7 +67,7 @@ def time_zone(spec: Obj) -> dt.tzinfo:
         return dt.timezone.utc
     try:
         return zoneinfo.ZoneInfo(str(name))
-    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+    except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError):
         return dt.timezone.utc  # validation refuses unknown zones; an old stored one must not stall the loop
 
 
