@@ -543,7 +543,9 @@ class Registry:
                 if meta.get("finalizers") or grace:
                     if meta.get("deletionTimestamp") and (not grace or grace >= int(meta.get("deletionGracePeriodSeconds") or 0)):
                         if not meta.get("finalizers") and grace == 0:
-                            break
+                            if dry_run:
+                                return obj, True
+                            return await self._remove(res, namespace, name, kv.mod_revision), True
                         return obj, False  # already terminating; a longer grace never extends it
                     when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=grace)
                     meta["deletionTimestamp"] = now_rfc3339(when)
@@ -559,13 +561,15 @@ class Registry:
                 return await self._remove(res, namespace, name, kv.mod_revision), True
             except storage.Conflict:
                 continue
+            except status.ApiError as exc:
+                # _remove lost a race with a concurrent write (a controller's status
+                # update right after create): re-read and decide again, as update does.
+                if exc.reason == "Conflict":
+                    continue
+                raise
             except storage.StorageError as exc:
                 raise status.from_storage(exc, plural=res.plural, name=name, group=res.group) from None
-        else:
-            raise status.conflict(res.plural, name, res.group)
-        if dry_run:
-            return obj, True
-        return await self._remove(res, namespace, name, kv.mod_revision), True
+        raise status.conflict(res.plural, name, res.group)
 
     def _check_preconditions(self, res: Resource, name: str, meta: Obj, pre: dict[str, Any] | None) -> None:
         if not pre:
