@@ -115,7 +115,11 @@ def test_kubectl_exec_tty_follows_the_terminal_size(chain: ServerProcess, versio
     if shutil.which("script") is None:
         pytest.skip("script(1) not installed")
     inner = (f"stty rows 33 cols 111; {kubectl_path(version)} --kubeconfig {chain.kubeconfig} "
-             f"--cache-dir {chain.workdir / ('cache-' + version)} exec -it web -- sh -c 'stty size; tty; exit 5'")
+             f"--cache-dir {chain.workdir / ('cache-' + version)} exec -it web -- sh -c '"
+             # kubectl sends its size when it gets to it (seen seconds late under load, as with upstream
+             # kubelets): wait for the size to arrive, then show it.
+             "i=0; while [ \"$(stty size)\" = \"0 0\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; "
+             "stty size; tty; exit 5'")
     out = subprocess.run(["script", "-qec", inner, "/dev/null"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, **env}, stdin=subprocess.DEVNULL)
     assert "33 111" in out.stdout, out.stdout + out.stderr

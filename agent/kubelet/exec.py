@@ -19,9 +19,9 @@ from edgectl.httpd import Request, Response
 from .execproc import ExecProcess, ExecRequest
 from .remotecommand import StreamOptionError, StreamOptions, serve_spdy, serve_websocket
 
-# kubectl -t always sends its terminal size first, so this bound is only reached by
-# clients that never resize; 1 s was seen to be too short on a loaded 2-core CI machine.
-INITIAL_SIZE_WAIT = 3.0
+# kubectl -t usually sends its terminal size at once (under load it was seen seconds late,
+# after the command had started; the resize then reaches it as SIGWINCH).
+INITIAL_SIZE_WAIT = 1.0
 
 ExecOptionError = StreamOptionError
 
