@@ -1013,11 +1013,15 @@ def _job_spec(path: str, spec: Any, old_spec: Any, *, need_selector: bool) -> li
     if isinstance(deadline, int) and not isinstance(deadline, bool) and deadline == 0:
         out.append(invalid(f"{path}.activeDeadlineSeconds", 0, "must be greater than 0"))
     mode = spec.get("completionMode", "NonIndexed")
-    if mode == "Indexed":
-        out.append(invalid(f"{path}.completionMode", mode, "Indexed completion mode is not implemented by this server; "
-                           "use NonIndexed"))
-    elif mode not in ("NonIndexed",):
+    if mode not in ("NonIndexed", "Indexed"):
         out.append(unsupported(f"{path}.completionMode", mode, ("NonIndexed", "Indexed")))
+    elif mode == "Indexed":
+        if spec.get("completions") is None:
+            out.append(required(f"{path}.completions", "when completion mode is Indexed"))
+        for key in ("completions", "parallelism"):
+            value = spec.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 100_000:
+                out.append(invalid(f"{path}.{key}", value, "must be less than or equal to 100000 when completion mode is Indexed"))
     # Accepted by upstream but not carried out here: refused rather than silently ignored.
     for key in ("podFailurePolicy", "successPolicy", "backoffLimitPerIndex", "maxFailedIndexes"):
         if spec.get(key) is not None:

@@ -92,6 +92,21 @@ def test_job_pod_runs_completes_and_logs(kc: Kubectl) -> None:
         time.sleep(0.5)
 
 
+def test_indexed_job_pods_see_their_index(kc: Kubectl) -> None:
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "shard"},
+                "spec": {"completions": 3, "parallelism": 3, "completionMode": "Indexed",
+                         "template": {"spec": {"restartPolicy": "Never", "containers": [
+                             {"name": "main", "image": "debian:12",
+                              "command": ["sh", "-c", "echo shard=$JOB_COMPLETION_INDEX"]}]}}}}
+    subprocess.run([str(KUBECTL), "--kubeconfig", str(kc.kubeconfig), "--cache-dir", str(kc.cache), "apply", "-f", "-"],
+                   input=json.dumps(manifest), capture_output=True, text=True, check=True, timeout=30)
+    kc("wait", "--for=condition=complete", "job/shard", "--timeout=120s", timeout=130)
+    assert kc.json("get", "job", "shard")["status"]["completedIndexes"] == "0-2"
+    outputs = sorted(kc("logs", p["metadata"]["name"]).stdout.strip()
+                     for p in kc.json("get", "pods", "-l", "batch.kubernetes.io/job-name=shard")["items"])
+    assert outputs == ["shard=0", "shard=1", "shard=2"], outputs
+
+
 def test_failing_job_reports_backoff_limit(kc: Kubectl) -> None:
     manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "boom"},
                 "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from edgectl.server import tables, validation
-from edgectl.server.controllers import cron
+from edgectl.server.controllers import cron, jobindex
 from edgectl.server.controllers.cronjob import job_name, most_recent, plan_cronjob
 from edgectl.server.controllers.job import backoff_left, plan_job, want_active
 from edgectl.server.controllers.rfc3339 import format_time
@@ -270,6 +270,54 @@ def test_pod_replacement_policy() -> None:
     assert plan.create == 0 and plan.status["terminating"] == 1 and not plan.delete
 
 
+def test_completed_indexes_intervals() -> None:
+    assert jobindex.format_intervals({0, 1, 2, 4, 6, 7}) == "0-2,4,6-7"
+    assert jobindex.format_intervals(set()) == ""
+    assert jobindex.parse_intervals("0-2,4,6-7", 100) == {0, 1, 2, 4, 6, 7}
+    assert jobindex.parse_intervals("0-9", 3) == {0, 1, 2}  # beyond completions: dropped
+    assert jobindex.parse_intervals("x,3-,5", 10) == {5} and jobindex.parse_intervals(None, 5) == set()
+
+
+def indexed_pod(name: str, index: int, phase: str, created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    p = pod(name, phase)
+    p["metadata"]["annotations"] = {jobindex.INDEX_KEY: str(index)}
+    p["metadata"]["creationTimestamp"] = created
+    return p
+
+
+def test_indexed_job_fills_missing_indexes_lowest_first() -> None:
+    j = job(completions=5, parallelism=2, completionMode="Indexed")
+    plan = plan_job(j, [], NOW)
+    assert plan.indexes == (0, 1) and plan.create == 2
+    pods = [indexed_pod("a", 0, "Succeeded"), indexed_pod("b", 1, "Running"), indexed_pod("c", 3, "Failed")]
+    plan = plan_job(j, pods, NOW)
+    assert plan.indexes == (2,) and plan.status["completedIndexes"] == "0" and plan.status["succeeded"] == 1
+    # A second pod for a running index, and one for a finished index, are deleted.
+    dup = [indexed_pod("b2", 1, "Running", "2026-01-02T00:00:00Z"), indexed_pod("a2", 0, "Running")]
+    plan = plan_job(j, pods + dup, NOW)
+    assert sorted(plan.delete) == ["a2", "b2"] and plan.indexes == (2,)
+    # Recorded indexes survive their pods; all five done completes the Job.
+    j["status"] = {"completedIndexes": "0-3", "startTime": format_time(NOW - 5)}
+    plan = plan_job(j, [indexed_pod("e", 4, "Succeeded")], NOW)
+    assert plan.status["completedIndexes"] == "0-4" and plan.status["succeeded"] == 5
+    assert "Complete" in conditions(plan.status)
+
+
+def test_indexed_pod_gets_index_hostname_and_env() -> None:
+    body = {"metadata": {"generateName": "work-", "labels": {"x": "y"}},
+            "spec": {"containers": [{"name": "a"}, {"name": "b", "env": [{"name": "JOB_COMPLETION_INDEX", "value": "k"}]}],
+                     "initContainers": [{"name": "i"}]}}
+    out = jobindex.indexed_pod(body, "work", 3)
+    assert out["metadata"]["generateName"] == "work-3-"
+    assert out["metadata"]["annotations"][jobindex.INDEX_KEY] == "3" and out["metadata"]["labels"][jobindex.INDEX_KEY] == "3"
+    assert out["spec"]["hostname"] == "work-3"
+    env_a = out["spec"]["containers"][0]["env"]
+    assert env_a == [{"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+        "apiVersion": "v1", "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}]
+    assert out["spec"]["containers"][1]["env"] == [{"name": "JOB_COMPLETION_INDEX", "value": "k"}]  # the user's wins
+    assert out["spec"]["initContainers"][0]["env"][0]["name"] == "JOB_COMPLETION_INDEX"
+
+
 def test_ttl_after_finished() -> None:
     j = job(ttlSecondsAfterFinished=60)
     j["status"] = {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": format_time(NOW)}]}
@@ -363,10 +411,17 @@ def test_job_and_cronjob_validation_name_the_fields() -> None:
     assert "spec.selector" in fields(validation.validate_job(job(), None))
     changed = {**good, "spec": {**good["spec"], "completions": 9}}
     assert "spec.completions" in fields(validation.validate_job(changed, good))
-    unimplemented = {**good, "spec": {**good["spec"], "podFailurePolicy": {"rules": []}, "completionMode": "Indexed"}}
+    unimplemented = {**good, "spec": {**good["spec"], "podFailurePolicy": {"rules": []}}}
     causes = validation.validate_job(unimplemented, None)
-    assert {"spec.podFailurePolicy", "spec.completionMode"} <= set(fields(causes))
-    assert "not implemented" in str(causes)
+    assert fields(causes) == ["spec.podFailurePolicy"] and "not implemented" in str(causes)
+    indexed = {**good, "spec": {**good["spec"], "completionMode": "Indexed"}}
+    assert validation.validate_job(indexed, None) == []
+    del indexed["spec"]["completions"]
+    assert fields(validation.validate_job(indexed, None)) == ["spec.completions"]
+    indexed["spec"].update(completions=100_001, completionMode="Indexed")
+    assert fields(validation.validate_job(indexed, None)) == ["spec.completions"]
+    assert fields(validation.validate_job({**good, "spec": {**good["spec"], "completionMode": "Odd"}}, None)) == [
+        "spec.completionMode"]
     c = cj("*/5 * * * *", jobTemplate={"spec": {"template": good["spec"]["template"]}})
     assert validation.validate_cronjob(c, None) == []
     c["spec"]["schedule"] = "* * *"

@@ -237,6 +237,24 @@ def test_parallelism_and_completions(srv: ServerProcess) -> None:
     assert conds["Suspended"]["reason"] == "JobSuspended"
 
 
+def test_indexed_job_runs_each_index_once(srv: ServerProcess) -> None:
+    srv.kubectl(V, "create", "namespace", "batch7")
+    srv.kubectl(V, "-n", "batch7", "create", "-f", "-",
+                input=json.dumps(job_manifest("idx", "exit 0", completions=4, parallelism=2, completionMode="Indexed")))
+    srv.kubectl(V, "-n", "batch7", "wait", "--for=condition=complete", "job/idx", "--timeout=60s", timeout=70)
+    st = get(srv, jobs("batch7") + "/idx")["status"]
+    assert st["completedIndexes"] == "0-3" and st["succeeded"] == 4
+    pods = pods_of(srv, "batch7", "idx")
+    index = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p for p in pods}
+    assert sorted(index) == ["0", "1", "2", "3"] and len(pods) == 4
+    for i, p in index.items():
+        assert p["metadata"]["name"].startswith(f"idx-{i}-") and p["spec"]["hostname"] == f"idx-{i}"
+        assert p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] == i
+        env = {e["name"]: e for e in p["spec"]["containers"][0]["env"]}
+        assert env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+            "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+
+
 def test_ttl_after_finished_deletes_job_and_pods(srv: ServerProcess) -> None:
     srv.kubectl(V, "create", "namespace", "batch4")
     srv.kubectl(V, "-n", "batch4", "create", "-f", "-",
@@ -258,7 +276,8 @@ def test_deadline_exceeded(srv: ServerProcess) -> None:
 @pytest.mark.parametrize(("patch", "field"), [
     ({"restartPolicy": "Always"}, "spec.template.spec.restartPolicy"),
     ({"backoffLimit": -1}, "spec.backoffLimit"),
-    ({"completionMode": "Indexed"}, "spec.completionMode"),
+    ({"completionMode": "Sequential"}, "spec.completionMode"),
+    ({"podFailurePolicy": {"rules": []}}, "spec.podFailurePolicy"),
     ({"parallelism": -2}, "spec.parallelism"),
 ])
 def test_invalid_jobs_name_the_field(srv: ServerProcess, patch: dict[str, Any], field: str) -> None:

@@ -6,8 +6,7 @@ again, and whether ``ttlSecondsAfterFinished`` has run out. ``JobController``
 lists Jobs and pods, claims each Job's pods by selector (as ReplicaSets do),
 and carries the plan out.
 
-Semantics (upstream's, NonIndexed completion mode only; validation refuses
-Indexed):
+Semantics (upstream's; Indexed completion mode as in jobindex.py):
 - up to ``parallelism`` active pods while ``completions - succeeded`` remain;
   without ``completions`` (a work queue) no new pod starts once one succeeded,
   and the Job completes when one succeeded and none is active;
@@ -21,6 +20,9 @@ Indexed):
 - ``activeDeadlineSeconds`` past ``startTime`` -> Failed, DeadlineExceeded;
 - completions reached -> SuccessCriteriaMet and Complete, ``completionTime``;
   active pods of a finished Job are deleted; finished pods stay for ``logs``;
+- Indexed: each index in [0, completions) succeeds once; missing indexes get
+  a pod, lowest first; ``status.completedIndexes``; a second pod for an index
+  (or one for a finished index) is deleted;
 - ``suspend`` deletes active pods (condition Suspended); resuming resets
   ``startTime``;
 - podReplacementPolicy TerminatingOrFailed replaces a terminating pod at once,
@@ -39,6 +41,7 @@ from edgectl.log import fields
 
 from ..registry import Registry
 from ..status import ApiError
+from . import jobindex
 from .loop import run_loop
 from .replicaset import deletion_order
 from .rfc3339 import format_time, parse_time
@@ -59,6 +62,7 @@ BACKOFF_MAX = 360.0
 class JobPlan:
     status: Obj
     create: int = 0
+    indexes: tuple[int, ...] = ()  # Indexed mode: the index of each pod to create
     delete: tuple[str, ...] = ()
     recheck: float | None = None  # seconds until a deadline, back-off or TTL needs another look
     expired: bool = False  # ttlSecondsAfterFinished ran out: delete the Job
@@ -141,6 +145,16 @@ def plan_job(job: Obj, pods: list[Obj], now: float, *, backoff_base: float = BAC
                       (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
     conditions = [c for c in old.get("conditions") or [] if isinstance(c, dict)]
     status: Obj = {k: v for k, v in old.items() if k in ("startTime", "completionTime")}
+    indexed = spec.get("completionMode") == "Indexed"
+    done_indexes: set[int] = set()
+    extra: list[str] = []  # Indexed: second pods for one index, pods of finished or unknown indexes
+    if indexed:
+        total = int(spec.get("completions") or 0)
+        done_indexes = jobindex.completed(old.get("completedIndexes"), pods, total)
+        succeeded = len(done_indexes)
+        active, extra = jobindex.split_active(active, done_indexes, total)
+        if done_indexes:
+            status["completedIndexes"] = jobindex.format_intervals(done_indexes)
 
     def build(active_count: int, ready: int) -> Obj:
         out = {**status, "active": active_count, "succeeded": succeeded, "failed": failed, "ready": ready,
@@ -157,7 +171,8 @@ def plan_job(job: Obj, pods: list[Obj], now: float, *, backoff_base: float = BAC
             left = (at or now) + int(ttl) - now
             expired, recheck = left <= 0, (None if left <= 0 else left)
         # A finished Job's status is final; pods still running are stopped.
-        return JobPlan(status=old, delete=tuple(meta(p)["name"] for p in active), recheck=recheck, expired=expired)
+        return JobPlan(status=old, delete=tuple(extra + [meta(p)["name"] for p in active]), recheck=recheck,
+                       expired=expired)
 
     suspended = bool(spec.get("suspend"))
     was_suspended = any(c.get("type") == "Suspended" and c.get("status") == "True" for c in conditions)
@@ -166,7 +181,7 @@ def plan_job(job: Obj, pods: list[Obj], now: float, *, backoff_base: float = BAC
             conditions = set_condition(conditions, {"type": "Suspended", "status": "True", "reason": "JobSuspended",
                                                     "message": "Job suspended", "lastProbeTime": stamp,
                                                     "lastTransitionTime": stamp})
-        return JobPlan(status=build(0, 0), delete=tuple(meta(p)["name"] for p in active))
+        return JobPlan(status=build(0, 0), delete=tuple(extra + [meta(p)["name"] for p in active]))
     if was_suspended:
         conditions = set_condition(conditions, {"type": "Suspended", "status": "False", "reason": "JobResumed",
                                                 "message": "Job resumed", "lastProbeTime": stamp,
@@ -190,31 +205,36 @@ def plan_job(job: Obj, pods: list[Obj], now: float, *, backoff_base: float = BAC
     if failure is not None:
         conditions = _finish(conditions, stamp, kind="Failed", reason=failure[0], message=failure[1])
         # Upstream records a Warning here; record_event writes Normal ones only, so none.
-        return JobPlan(status=build(0, 0), delete=tuple(meta(p)["name"] for p in active), recheck=_ttl_recheck(spec))
+        return JobPlan(status=build(0, 0), delete=tuple(extra + [meta(p)["name"] for p in active]),
+                       recheck=_ttl_recheck(spec))
 
     completions = spec.get("completions")
     if (completions is not None and succeeded >= int(completions)) or (completions is None and succeeded > 0 and not active):
         conditions = _finish(conditions, stamp, kind="Complete", reason="CompletionsReached",
                              message="Reached expected number of succeeded pods")
         status["completionTime"] = stamp
-        return JobPlan(status=build(0, 0), delete=tuple(meta(p)["name"] for p in active),
+        return JobPlan(status=build(0, 0), delete=tuple(extra + [meta(p)["name"] for p in active]),
                        event=("Completed", "Job completed"), recheck=_ttl_recheck(spec))
 
     # podReplacementPolicy Failed: a terminating pod keeps its slot until it is gone.
     occupied = len(active) + (terminating if spec.get("podReplacementPolicy") == "Failed" else 0)
     diff = want_active(spec, succeeded, occupied) - occupied
-    create, delete, recheck = 0, (), deadline_left
+    create, delete, recheck = 0, tuple(extra), deadline_left
+    indexes: tuple[int, ...] = ()
     if diff > 0:
         wait = backoff_left(failed_pods, failed, now, base=backoff_base)
         if wait > 0:
             recheck = wait if recheck is None else min(recheck, wait)
         else:
             create = min(diff, BURST)
+            if indexed:
+                indexes = tuple(jobindex.pending(int(spec["completions"]), done_indexes, active)[:create])
+                create = len(indexes)
     elif diff < 0 and active:
-        delete = tuple(meta(p)["name"] for p in sorted(active, key=deletion_order)[:min(-diff, len(active))])
+        delete += tuple(meta(p)["name"] for p in sorted(active, key=deletion_order)[:min(-diff, len(active))])
     kept = [p for p in active if meta(p)["name"] not in delete]
     return JobPlan(status=build(len(kept) + create, sum(1 for p in kept if is_ready(p))), create=create,
-                   delete=delete, recheck=recheck)
+                   indexes=indexes, delete=delete, recheck=recheck)
 
 
 def _ttl_recheck(spec: Obj) -> float | None:
@@ -261,8 +281,11 @@ class JobController:
             await record_event(self.registry, job, self.jobs, component=COMPONENT, reason="SuccessfulDelete",
                                message=f"Deleted pod: {pod_name}")
         template = (job.get("spec") or {}).get("template") or {}
-        for _ in range(plan.create):
-            pod = await self.registry.create(self.pods, pod_from_template(job, self.jobs, template), namespace=ns)
+        for i in range(plan.create):
+            body = pod_from_template(job, self.jobs, template)
+            if plan.indexes:
+                body = jobindex.indexed_pod(body, name, plan.indexes[i])
+            pod = await self.registry.create(self.pods, body, namespace=ns)
             await record_event(self.registry, job, self.jobs, component=COMPONENT, reason="SuccessfulCreate",
                                message=f"Created pod: {meta(pod)['name']}")
         if plan.create:
