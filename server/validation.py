@@ -1092,6 +1092,11 @@ def validate_cronjob(obj: Obj, old: Obj | None) -> list[Cause]:
         out.append(required("spec.jobTemplate") if job_template is None else
                    _type_error("spec.jobTemplate", job_template, "an object"))
     else:
+        # Checked now: the controller copies them onto every Job it creates.
+        tmeta = job_template.get("metadata") or {}
+        if isinstance(tmeta, dict):
+            out += validate_labels("spec.jobTemplate.metadata.labels", tmeta.get("labels"))
+            out += validate_annotations("spec.jobTemplate.metadata.annotations", tmeta.get("annotations"))
         out += _job_spec("spec.jobTemplate.spec", job_template.get("spec"), None, need_selector=False)
     return out
 

@@ -424,6 +424,9 @@ def test_job_and_cronjob_validation_name_the_fields() -> None:
         "spec.completionMode"]
     c = cj("*/5 * * * *", jobTemplate={"spec": {"template": good["spec"]["template"]}})
     assert validation.validate_cronjob(c, None) == []
+    c["spec"]["jobTemplate"]["metadata"] = {"labels": {"bad key!": "x"}}
+    assert fields(validation.validate_cronjob(c, None)) == ["spec.jobTemplate.metadata.labels"]
+    del c["spec"]["jobTemplate"]["metadata"]
     c["spec"]["schedule"] = "* * *"
     c["spec"]["concurrencyPolicy"] = "Sometimes"
     c["spec"]["timeZone"] = "../etc/passwd"
