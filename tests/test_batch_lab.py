@@ -120,3 +120,23 @@ def test_failing_job_reports_backoff_limit(kc: Kubectl) -> None:
     assert pod["status"]["phase"] == "Failed"
     assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
     assert kc("logs", "job/boom").stdout.strip() == "failing"
+
+
+def test_on_failure_restarts_count_against_backoff_limit(kc: Kubectl) -> None:
+    """With restartPolicy OnFailure the kubelet restarts the container in place;
+    the restarts it reports are what exhausts backoffLimit, and the Job then
+    stops its pod."""
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "retry"},
+                "spec": {"backoffLimit": 1, "template": {"spec": {
+                    "restartPolicy": "OnFailure", "terminationGracePeriodSeconds": 2,
+                    "containers": [{"name": "main", "image": "debian:12", "command": ["sh", "-c", "exit 2"]}]}}}}
+    subprocess.run([str(KUBECTL), "--kubeconfig", str(kc.kubeconfig), "--cache-dir", str(kc.cache), "apply", "-f", "-"],
+                   input=json.dumps(manifest), capture_output=True, text=True, check=True, timeout=30)
+    kc("wait", "--for=condition=failed", "job/retry", "--timeout=120s", timeout=130)
+    st = kc.json("get", "job", "retry")["status"]
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert conds["Failed"]["reason"] == "BackoffLimitExceeded" and "succeeded" not in st
+    deadline = time.monotonic() + 60
+    while kc.json("get", "pods", "-l", "batch.kubernetes.io/job-name=retry")["items"]:
+        assert time.monotonic() < deadline, "the failed job's restarting pod was not stopped"
+        time.sleep(0.5)
