@@ -185,7 +185,9 @@ MERGE_KEYS: dict[str, dict[str, str]] = {
     "namespaces": {**_COMMON, "status.conditions": "type"},
     # apps/v1 workloads: the pod template's keys under spec.template.spec.
     **{kind: {**_COMMON, **{f"spec.template.spec.{k}": v for k, v in _POD_SPEC.items()}, "status.conditions": "type"}
-       for kind in ("deployments", "replicasets", "daemonsets")},
+       for kind in ("deployments", "replicasets", "daemonsets", "jobs")},
+    # batch/v1 CronJob: the pod template sits under spec.jobTemplate.spec.template.spec.
+    "cronjobs": {**_COMMON, **{f"spec.jobTemplate.spec.template.spec.{k}": v for k, v in _POD_SPEC.items()}},
 }
 # Fields tagged patchStrategy "retainKeys" (union types whose members are exclusive).
 RETAIN_KEYS = {"pods": {"spec.volumes[]"}}

@@ -309,3 +309,16 @@ def test_protobuf_container_interactive_fields() -> None:
     body = protobuf.MAGIC + _field(1, _field(1, "apps/v1") + _field(2, "Deployment")) + _field(2, deploy)
     c = protobuf.decode_object(body)["spec"]["template"]["spec"]["containers"][0]
     assert (c["stdin"], c["stdinOnce"], c["tty"]) == (True, True, True)
+
+
+def test_smp_merges_job_and_cronjob_pod_templates_by_key() -> None:
+    """`kubectl set env job/x` and apply send strategic patches of the template's containers."""
+    job = {"spec": {"template": POD}}
+    out = patch.strategic_merge(job, {"spec": {"template": {"spec": {"containers": [{"name": "side", "image": "side:2"}]}}}},
+                                kind="jobs")
+    assert [(c["name"], c["image"]) for c in out["spec"]["template"]["spec"]["containers"]] == [("app", "app:1"), ("side", "side:2")]
+    cron = {"spec": {"jobTemplate": {"spec": {"template": POD}}}}
+    out = patch.strategic_merge(cron, {"spec": {"jobTemplate": {"spec": {"template": {"spec": {
+        "containers": [{"name": "app", "env": [{"name": "C", "value": "4"}]}]}}}}}}, kind="cronjobs")
+    app = out["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert [e["name"] for e in app["env"]] == ["A", "B", "C"] and app["image"] == "app:1"
