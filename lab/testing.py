@@ -13,10 +13,14 @@ exit as a last resort (Ctrl-C).
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import secrets
 import socket
+import subprocess
+import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -115,3 +119,59 @@ def lab_factory() -> Iterator[Any]:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+KUBECTL_133 = Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.33")
+
+
+class LabKubectl:
+    """Real kubectl (1.33) against a lab's API through the server's published port."""
+
+    def __init__(self, lab: Lab, cache: Path, *, kubectl: Path = KUBECTL_133) -> None:
+        from .cluster import kubeconfig_for
+
+        self.lab, self.cache, self.kubectl = lab, cache, kubectl
+        self.kubeconfig = kubeconfig_for(lab)
+
+    def argv(self, *args: str) -> list[str]:
+        return [str(self.kubectl), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args]
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 30,
+                 input: str | None = None) -> "subprocess.CompletedProcess[str]":
+        res = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, input=input)
+        if check and res.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {res.returncode}: {res.stderr.strip()}")
+        return res
+
+    def apply(self, manifest: Mapping[str, Any]) -> None:
+        self("apply", "-f", "-", input=json.dumps(manifest))
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "-o", "json").stdout)
+
+
+@contextmanager
+def server_and_agent(prefix: str, cache: Path, *, ready_timeout: float = 60.0) -> Iterator[LabKubectl]:
+    """A lab with a server (its embedded agent is a node) and one agent on a WAN, both
+    Ready; yields kubectl for it. Removed on exit, also when the body fails."""
+    from .cluster import node_ready
+
+    need_root()
+    doc = {
+        "name": f"t-{prefix}-{os.getpid() % 100000}",
+        "networks": {"wan": {"cidr": "198.18.0.0/24"}},
+        "nodes": {
+            "server": {"kind": "server", "networks": {"wan": "198.18.0.10"}, "publish": [f"6443:{free_port()}"]},
+            "edge": {"kind": "agent", "networks": {"wan": "198.18.0.20"}},
+        },
+    }
+    with Lab.up(doc) as lab:
+        kc = LabKubectl(lab, cache)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            nodes = kc.json("get", "nodes")["items"]
+            if len(nodes) == 2 and all(node_ready(n) for n in nodes):
+                break
+            assert time.monotonic() < deadline, f"nodes not ready: {[n['metadata']['name'] for n in nodes]}"
+            time.sleep(0.5)
+        yield kc

@@ -9,74 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from edgectl.lab import Lab
-from edgectl.lab import cluster
+from edgectl.lab.testing import KUBECTL_133, LabKubectl, server_and_agent
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-KUBECTL = Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.33")
-if os.geteuid() != 0 or not KUBECTL.exists():
+if os.geteuid() != 0 or not KUBECTL_133.exists():
     pytest.skip("needs root (network namespaces) and kubectl 1.33", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Kubectl:
-    def __init__(self, lab: Lab, cache: Path) -> None:
-        self.kubeconfig = cluster.kubeconfig_for(lab)
-        self.cache = cache
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([str(KUBECTL), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args],
-                             capture_output=True, text=True, timeout=timeout)
-        if check and res.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} exited {res.returncode}: {res.stderr.strip()}")
-        return res
-
-    def apply(self, manifest: dict[str, Any]) -> None:
-        subprocess.run([str(KUBECTL), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), "apply", "-f", "-"],
-                       input=json.dumps(manifest), capture_output=True, text=True, check=True, timeout=30)
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "-o", "json").stdout)
-
-
 @pytest.fixture(scope="module")
-def kc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
-    doc = {
-        "name": f"t-apps-{os.getpid() % 100000}",
-        "networks": {"wan": {"cidr": "198.18.0.0/24"}},
-        "nodes": {
-            "server": {"kind": "server", "networks": {"wan": "198.18.0.10"}, "publish": [f"6443:{free_port()}"]},
-            "edge": {"kind": "agent", "networks": {"wan": "198.18.0.20"}},
-        },
-    }
-    with Lab.up(doc) as lab:
-        kc = Kubectl(lab, tmp_path_factory.mktemp("apps-lab"))
-        deadline = time.monotonic() + 60
-        while True:
-            nodes = kc.json("get", "nodes")["items"]
-            if len(nodes) == 2 and all(cluster.node_ready(n) for n in nodes):
-                break
-            assert time.monotonic() < deadline, f"nodes not ready: {[n['metadata']['name'] for n in nodes]}"
-            time.sleep(0.5)
-        yield kc
+def kc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabKubectl]:
+    with server_and_agent("apps", tmp_path_factory.mktemp("apps-lab")) as kubectl:
+        yield kubectl
 
 
-def test_deployment_pods_run_and_become_ready(kc: Kubectl) -> None:
+def test_deployment_pods_run_and_become_ready(kc: LabKubectl) -> None:
     manifest = json.loads(kc("create", "deployment", "web", "--image=debian:12", "--replicas=2", "--dry-run=client",
                              "-o", "json", "--", "sleep", "3600").stdout)
     # sleep as a pod's PID 1 ignores SIGTERM: a short grace keeps the deletes quick.
@@ -102,7 +54,7 @@ def test_deployment_pods_run_and_become_ready(kc: Kubectl) -> None:
         time.sleep(0.5)
 
 
-def test_daemonset_runs_on_every_node(kc: Kubectl) -> None:
+def test_daemonset_runs_on_every_node(kc: LabKubectl) -> None:
     manifest = {
         "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agentd"},
         "spec": {"selector": {"matchLabels": {"app": "agentd"}},
