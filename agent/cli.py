@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import os
 import signal
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import click
 
 from edgectl.config import ConfigCommand
 from edgectl.errors import EdgectlError
+from edgectl.log import fields
 from edgectl.paths import AGENT_DATA_DIR
 
 from .config import EGRESS_MODES, AgentConfig, check_server_url, parse_size, default_node_ip, default_node_name, parse_ips, parse_label, parse_taint
@@ -49,6 +52,17 @@ def agent(server: str, token: str | None, token_file: Path | None, node_name: st
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await run(config, stop=stop)
+        # A shutdown step that timed out may leave a task behind, and asyncio.run would
+        # wait for it without bound. Give stragglers a moment, then leave regardless
+        # (pods keep running in their shims; the next start re-adopts them).
+        from edgectl.aio import cancel_and_wait
+
+        left = await cancel_and_wait([t for t in asyncio.all_tasks() if t is not asyncio.current_task()], grace=1.0)
+        if left:
+            names = ",".join(t.get_name() for t in left)  # type: ignore[attr-defined]
+            logging.getLogger(__name__).warning("exiting with stuck tasks", extra=fields(tasks=names))
+            logging.shutdown()
+            os._exit(0)
 
     try:
         import uvloop  # optional: a faster event loop when installed

@@ -25,6 +25,7 @@ import logging
 import time
 from typing import Any
 
+from edgectl.aio import cancel_and_wait
 from edgectl.errors import EdgectlError
 from edgectl.log import fields
 
@@ -39,11 +40,14 @@ log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 60.0  # full Node status heartbeat; the Lease is the 10 s liveness signal
 RENEW_CHECK_INTERVAL = 6 * 3600.0  # node certs last a year; a start always fetches fresh ones
+START_CANCEL_GRACE = 2.0  # SIGTERM during start-up: how long the cancelled start may take to unwind
+STOP_BUDGET = 6.0  # all shutdown steps together (each at most 3 s); SIGTERM to exit stays well under 10 s
 
 
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        self._stop_deadline = float("inf")  # set by stop()
         self.joined: JoinResult | None = None
         self.client: ApiClient | None = None
         self.tunnel: Any = None
@@ -293,7 +297,9 @@ class Agent:
     async def stop(self) -> None:
         """Stop the agent; pods keep running and are re-adopted by the next start.
 
-        Every step is bounded: a stuck close must never keep SIGTERM from ending us."""
+        Every step is bounded, and so is their sum (STOP_BUDGET): a stuck close must
+        never keep SIGTERM from ending us."""
+        self._stop_deadline = asyncio.get_running_loop().time() + STOP_BUDGET
         if self.tunnel is not None:
             await self._bounded("tunnel", self.tunnel.stop())
         for task in self._tasks:
@@ -309,13 +315,18 @@ class Agent:
         log.info("agent stopped", extra=fields(node=self.config.node_name))
 
     async def _bounded(self, what: str, aw: Any, timeout: float = 3.0) -> None:
-        try:
-            await asyncio.wait_for(aw, timeout)
-        except asyncio.TimeoutError:
+        # A task and asyncio.wait, not wait_for: on 3.11 wait_for waits (unbounded) for
+        # the cancelled step to finish, and can lose a racing cancel. A step still
+        # running after its time is cancelled and left behind (cli.py ends the rest).
+        timeout = max(0.1, min(timeout, self._stop_deadline - asyncio.get_running_loop().time()))
+        step = asyncio.ensure_future(aw)
+        done, _ = await asyncio.wait({step}, timeout=timeout)
+        if not done:
+            step.cancel()
             stuck = ",".join(t.get_name() for t in self._tasks if not t.done())
-            log.warning("shutdown step timed out", extra=fields(step=what, seconds=timeout, pending=stuck))
-        except Exception as exc:  # noqa: BLE001 - keep shutting down
-            log.warning("shutdown step failed", extra=fields(step=what, error=repr(exc)))
+            log.warning("shutdown step timed out", extra=fields(step=what, seconds=round(timeout, 1), pending=stuck))
+        elif not step.cancelled() and step.exception() is not None:
+            log.warning("shutdown step failed", extra=fields(step=what, error=repr(step.exception())))
 
     def status(self) -> dict[str, Any]:
         return {"node": self.config.node_name, "ready": self.ready.is_set(), "pod_cidr": self.pod_cidr,
@@ -336,8 +347,8 @@ async def run(config: AgentConfig, *, stop: asyncio.Event) -> None:
     finally:
         for t in (start, stopper):
             t.cancel()
-        with contextlib.suppress(BaseException):
-            await start
+        # Start may be mid-adoption (CNI CHECKs of recovered sandboxes): bounded, never a hang.
+        await cancel_and_wait([start], grace=START_CANCEL_GRACE)
         await agent.stop()
 
 
