@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -255,3 +255,23 @@ async def sqlite_registry(db: Path, **registry_options: Any) -> AsyncIterator[Re
     finally:
         await reg.close()
         await store.close()
+
+
+def poll(what: str, fn: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
+    """``fn()`` until it returns something truthy (returned); AssertionError naming
+    ``what`` and the last value after ``timeout`` seconds. A bound, not a timing claim."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def get_ok(srv: "ServerProcess", path: str) -> Any:
+    """GET ``path`` as admin; the body, asserting a 200."""
+    code, body = srv.json("GET", path)
+    assert code == 200, body
+    return body

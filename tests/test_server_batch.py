@@ -12,12 +12,13 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from edgectl.server.testing import MERGE_PATCH, ServerProcess, kubectl_path
+from edgectl.server.testing import MERGE_PATCH, ServerProcess, kubectl_path, poll
+from edgectl.server.testing import get_ok as get
 
 V = "1.33"
 OLD = "1.27"
@@ -97,23 +98,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             kubelet.halt.set()
             kubelet.join(5)
         server.stop()
-
-
-def poll(what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-def get(srv: ServerProcess, path: str) -> Any:
-    code, body = srv.json("GET", path)
-    assert code == 200, body
-    return body
 
 
 def jobs(ns: str) -> str:
