@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -275,3 +276,45 @@ def get_ok(srv: "ServerProcess", path: str) -> Any:
     code, body = srv.json("GET", path)
     assert code == 200, body
     return body
+
+
+class PaperKubelet(threading.Thread):
+    """A kubelet "on paper" for controller tests against a server without agents:
+    every 0.15 s it lists the pods bound to ``nodes``, confirms graceful deletions
+    (gracePeriodSeconds=0, unless the namespace is in ``hold``) and hands every
+    other pod to :meth:`advance`, which patches its status as the test wants."""
+
+    def __init__(self, srv: "ServerProcess", nodes: set[str], *, name: str = "paper-kubelet") -> None:
+        super().__init__(daemon=True, name=name)
+        self.srv, self.nodes = srv, nodes
+        self.halt = threading.Event()
+        self.hold: set[str] = set()  # namespaces whose pods do not finish terminating yet
+
+    def run(self) -> None:
+        while not self.halt.wait(0.15):
+            try:
+                self.sync()
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # the server may be stopping; try again
+
+    def sync(self) -> None:
+        code, body = self.srv.json("GET", "/api/v1/pods", fresh=True)
+        if code != 200:
+            return
+        for pod in body["items"]:
+            meta = pod["metadata"]
+            if pod["spec"].get("nodeName") not in self.nodes:
+                continue
+            path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+            if meta.get("deletionTimestamp"):
+                if meta["namespace"] not in self.hold:
+                    self.srv.request("DELETE", path + "?gracePeriodSeconds=0", fresh=True)
+                continue
+            self.advance(pod, path)
+
+    def advance(self, pod: dict[str, Any], path: str) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(5)

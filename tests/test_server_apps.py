@@ -10,7 +10,6 @@ Everything is polled with generous timeouts; nothing asserts on timing.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from edgectl.server.testing import MERGE_PATCH, ServerProcess, kubectl_path, poll
+from edgectl.server.testing import MERGE_PATCH, PaperKubelet, ServerProcess, kubectl_path, poll
 from edgectl.server.testing import get_ok as get
 
 V = "1.33"
@@ -28,46 +27,25 @@ pytestmark = pytest.mark.skipif(not kubectl_path(V).exists() or not kubectl_path
                                 reason="kubectl binaries not installed")
 
 
-class FakeKubelet(threading.Thread):
+class FakeKubelet(PaperKubelet):
     """Runs (on paper) the pods bound to NODES: Ready unless the image says
     never-ready; graceful deletions are confirmed with gracePeriodSeconds=0."""
 
     def __init__(self, srv: ServerProcess) -> None:
-        super().__init__(daemon=True, name="apps-fake-kubelet")
-        self.srv = srv
-        self.halt = threading.Event()
-        self.hold: set[str] = set()  # namespaces whose pods do not finish terminating yet
+        super().__init__(srv, set(NODES), name="apps-fake-kubelet")
 
-    def run(self) -> None:
-        while not self.halt.wait(0.15):
-            try:
-                self.sync()
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # the server may be stopping; try again
-
-    def sync(self) -> None:
-        code, body = self.srv.json("GET", "/api/v1/pods", fresh=True)
-        if code != 200:
+    def advance(self, pod: dict[str, Any], path: str) -> None:
+        spec = pod["spec"]
+        if "never-ready" in spec["containers"][0]["image"] or pod.get("status", {}).get("phase") == "Running":
             return
-        for pod in body["items"]:
-            meta, spec = pod["metadata"], pod["spec"]
-            if spec.get("nodeName") not in NODES:
-                continue
-            path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
-            if meta.get("deletionTimestamp"):
-                if meta["namespace"] not in self.hold:
-                    self.srv.request("DELETE", path + "?gracePeriodSeconds=0", fresh=True)
-                continue
-            if "never-ready" in spec["containers"][0]["image"] or pod.get("status", {}).get("phase") == "Running":
-                continue
-            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            conds = [{"type": t, "status": "True", "lastTransitionTime": now}
-                     for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]
-            statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": True, "restartCount": 0,
-                         "started": True, "state": {"running": {"startedAt": now}}} for c in spec["containers"]]
-            self.srv.request("PATCH", path + "/status", {"status": {
-                "phase": "Running", "conditions": conds, "containerStatuses": statuses, "podIP": "10.42.0.9"}},
-                headers=MERGE_PATCH, fresh=True)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        conds = [{"type": t, "status": "True", "lastTransitionTime": now}
+                 for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]
+        statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": True, "restartCount": 0,
+                     "started": True, "state": {"running": {"startedAt": now}}} for c in spec["containers"]]
+        self.srv.request("PATCH", path + "/status", {"status": {
+            "phase": "Running", "conditions": conds, "containerStatuses": statuses, "podIP": "10.42.0.9"}},
+            headers=MERGE_PATCH, fresh=True)
 
 
 def add_node(srv: ServerProcess, name: str, labels: dict[str, str], taints: list[dict[str, str]] | None = None) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from edgectl.server.testing import MERGE_PATCH, ServerProcess, kubectl_path, poll
+from edgectl.server.testing import MERGE_PATCH, PaperKubelet, ServerProcess, kubectl_path, poll
 from edgectl.server.testing import get_ok as get
 
 V = "1.33"
@@ -31,49 +30,33 @@ def _stamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class FinishingKubelet(threading.Thread):
+class FinishingKubelet(PaperKubelet):
+    """Runs (on paper) the pods bound to NODE: a command with ``sleep`` stays Running,
+    ``exit 1`` fails, anything else succeeds at once."""
+
     def __init__(self, srv: ServerProcess) -> None:
-        super().__init__(daemon=True, name="batch-fake-kubelet")
-        self.srv = srv
-        self.halt = threading.Event()
+        super().__init__(srv, {NODE}, name="batch-fake-kubelet")
 
-    def run(self) -> None:
-        while not self.halt.wait(0.15):
-            try:
-                self.sync()
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # the server may be stopping; try again
-
-    def sync(self) -> None:
-        code, body = self.srv.json("GET", "/api/v1/pods", fresh=True)
-        if code != 200:
+    def advance(self, pod: dict[str, Any], path: str) -> None:
+        spec = pod["spec"]
+        if pod.get("status", {}).get("phase") != "Pending":
             return
-        for pod in body["items"]:
-            meta, spec = pod["metadata"], pod["spec"]
-            if spec.get("nodeName") != NODE:
-                continue
-            path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
-            if meta.get("deletionTimestamp"):
-                self.srv.request("DELETE", path + "?gracePeriodSeconds=0", fresh=True)
-                continue
-            if pod.get("status", {}).get("phase") != "Pending":
-                continue
-            now = _stamp()
-            words = " ".join(spec["containers"][0].get("command") or []) + " " + " ".join(spec["containers"][0].get("args") or [])
-            if "sleep" in words:
-                phase, state, ready = "Running", {"running": {"startedAt": now}}, True
-            else:
-                code_ = 1 if "exit 1" in words else 0
-                phase = "Failed" if code_ else "Succeeded"
-                state = {"terminated": {"exitCode": code_, "reason": "Error" if code_ else "Completed",
-                                        "startedAt": now, "finishedAt": now}}
-                ready = False
-            conds = [{"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": now}]
-            statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": ready, "restartCount": 0,
-                         "started": ready, "state": state} for c in spec["containers"]]
-            self.srv.request("PATCH", path + "/status", {"status": {
-                "phase": phase, "conditions": conds, "containerStatuses": statuses, "podIP": "10.42.0.9",
-                "startTime": now}}, headers=MERGE_PATCH, fresh=True)
+        now = _stamp()
+        words = " ".join(spec["containers"][0].get("command") or []) + " " + " ".join(spec["containers"][0].get("args") or [])
+        if "sleep" in words:
+            phase, state, ready = "Running", {"running": {"startedAt": now}}, True
+        else:
+            code_ = 1 if "exit 1" in words else 0
+            phase = "Failed" if code_ else "Succeeded"
+            state = {"terminated": {"exitCode": code_, "reason": "Error" if code_ else "Completed",
+                                    "startedAt": now, "finishedAt": now}}
+            ready = False
+        conds = [{"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": now}]
+        statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": ready, "restartCount": 0,
+                     "started": ready, "state": state} for c in spec["containers"]]
+        self.srv.request("PATCH", path + "/status", {"status": {
+            "phase": phase, "conditions": conds, "containerStatuses": statuses, "podIP": "10.42.0.9",
+            "startTime": now}}, headers=MERGE_PATCH, fresh=True)
 
 
 @pytest.fixture(scope="module")
